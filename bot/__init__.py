@@ -1,0 +1,1 @@
+"""Chat platforms (console, Slack, Teams), the app factory and the command line."""

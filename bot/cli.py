@@ -1,0 +1,205 @@
+"""`cadence`: the command line. Every subcommand is listed by `cadence --help`; errors exit non-zero
+with one clear line (the stack trace only with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from cadences.engagement_file import (
+    EXAMPLE_ENGAGEMENT,
+    EngagementFileError,
+    apply_engagement,
+    export_engagement,
+    load_engagement_file,
+)
+
+from bot.app import CadenceApp, SetupError, create_app
+from bot.console.repl import run_console
+from bot.settings import Settings
+from storage import engagements as engagement_repo
+from storage.models import Role
+
+DEMO_URL = "sqlite+aiosqlite:///./cadence-demo.db"
+Command = Callable[[CadenceApp, argparse.Namespace], Awaitable[int]]
+
+
+async def cmd_db_upgrade(app: CadenceApp, args: argparse.Namespace) -> int:
+    print(f"Database {app.db.url} is at the newest migration.")
+    return 0
+
+
+async def cmd_engagement_apply(app: CadenceApp, args: argparse.Namespace) -> int:
+    spec = load_engagement_file(Path(args.file))
+    report = await apply_engagement(app.db, spec, now=app.clock.now())
+    print(report.summary())
+    return 0
+
+
+async def cmd_engagement_export(app: CadenceApp, args: argparse.Namespace) -> int:
+    text = await export_engagement(app.db, args.engagement or app.settings.engagement)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"Wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+async def cmd_import_deals(app: CadenceApp, args: argparse.Namespace) -> int:
+    from cadences.deal_import import import_deals
+
+    engagement = await app.engagement(args.engagement)
+    ctx = app.context(engagement, "cli", "import")
+    report = await import_deals(
+        app.db,
+        engagement.slug,
+        Path(args.file),
+        args.format,
+        dry_run=args.dry_run,
+        actor_key=args.as_name,
+        today=ctx.today(),
+        now=ctx.now(),
+        skip_invalid=args.skip_invalid,
+    )
+    print(report.summary())
+    return 1 if report.errors and not args.skip_invalid else 0
+
+
+async def cmd_console(app: CadenceApp, args: argparse.Namespace) -> int:
+    engagement = await app.engagement(args.engagement)
+    await run_console(app, engagement, args.as_name or await _default_rep(app, engagement.id))
+    return 0
+
+
+async def _default_rep(app: CadenceApp, engagement_id: int) -> str:
+    async with app.db.session() as session:
+        everyone = await engagement_repo.people(session, engagement_id)
+    reps = [p for p in everyone if p.role == Role.REP] or list(everyone)
+    if not reps:
+        raise SetupError("the engagement has no people; add them to the engagement file")
+    return reps[0].key
+
+
+async def cmd_demo(app: CadenceApp, args: argparse.Namespace) -> int:
+    from cadences.demo_seed import seed_demo_pipeline
+
+    spec = load_engagement_file(EXAMPLE_ENGAGEMENT)
+    report = await apply_engagement(app.db, spec, now=app.clock.now())
+    print(f"Demo database: {app.db.url}")
+    print(report.summary())
+    engagement = await app.engagement(spec.engagement.slug)
+    today = app.context(engagement, "cli", "import").today()
+    print((await seed_demo_pipeline(app.db, engagement.slug, today=today)).summary())
+    if args.no_console:
+        return 0
+    await run_console(app, engagement, args.as_name or await _default_rep(app, engagement.id))
+    return 0
+
+
+async def cmd_run(app: CadenceApp, args: argparse.Namespace) -> int:
+    if not (app.settings.has_slack or app.settings.has_teams):
+        print(
+            "No chat credentials (SLACK_* or MicrosoftApp*) are set, so Cadence runs in the local console. "
+            "See the README to connect Slack or Teams."
+        )
+        return await cmd_console(app, args)
+    raise SetupError("Slack and Teams serving arrive with their issues; unset the credentials to use the console")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cadence",
+        description="Run the operating cadence of a fractional CRO "
+        "engagement in Slack, Microsoft Teams or a local console.",
+    )
+    parser.add_argument("--database-url", help="overrides DATABASE_URL (default: sqlite+aiosqlite:///./cadence.db)")
+    parser.add_argument("--debug", action="store_true", help="show full stack traces and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="create cadence-demo.db with the example engagement and a seeded pipeline, then open the console as a rep",
+    )
+    demo.add_argument("--as", dest="as_name", help="who you are in the console (default: the first rep)")
+    demo.add_argument("--no-console", action="store_true", help="set up the demo database and stop")
+    demo.set_defaults(run=cmd_demo, demo=True)
+
+    console = sub.add_parser("console", help="chat with the bot in this terminal (stdin may be a pipe)")
+    console.add_argument("--as", dest="as_name", help="the person you are: a handle, name or email")
+    console.add_argument("--engagement", help="engagement slug (when the database holds several)")
+    console.set_defaults(run=cmd_console)
+
+    run = sub.add_parser("run", help="serve Slack and/or Teams; with no chat credentials, the local console")
+    run.add_argument("--as", dest="as_name", help="console identity when no chat credentials are set")
+    run.add_argument("--engagement", help="engagement slug for the console")
+    run.set_defaults(run=cmd_run)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    db.add_parser("upgrade", help="apply database migrations (also done on every start)").set_defaults(
+        run=cmd_db_upgrade
+    )
+
+    eng = sub.add_parser("engagement", help="engagement as code: apply or export the YAML file")
+    eng_sub = eng.add_subparsers(dest="engagement_command", required=True, metavar="ACTION")
+    apply = eng_sub.add_parser("apply", help="validate FILE and create or update the engagement (idempotent)")
+    apply.add_argument("file")
+    apply.set_defaults(run=cmd_engagement_apply)
+    export = eng_sub.add_parser("export", help="write the engagement back as YAML")
+    export.add_argument("--engagement", help="engagement slug (when the database holds several)")
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    export.set_defaults(run=cmd_engagement_export)
+
+    imp = sub.add_parser("import", help="import data from a CRM export").add_subparsers(
+        dest="import_command", required=True, metavar="WHAT"
+    )
+    deals = imp.add_parser("deals", help="import deals from a HubSpot, Salesforce or generic CSV export")
+    deals.add_argument("file")
+    deals.add_argument("--format", choices=["hubspot", "salesforce", "generic"], default="generic")
+    deals.add_argument("--dry-run", action="store_true", help="validate and report without writing")
+    deals.add_argument("--skip-invalid", action="store_true", help="import the valid rows even if some fail")
+    deals.add_argument("--engagement", help="engagement slug (when the database holds several)")
+    deals.add_argument("--as", dest="as_name", help="the person recorded as importing (default: the CRO)")
+    deals.set_defaults(run=cmd_import_deals)
+    return parser
+
+
+async def _main(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if args.database_url:
+        settings.database_url = args.database_url
+    elif getattr(args, "demo", False):
+        settings.database_url = DEMO_URL
+    app = create_app(settings)
+    try:
+        await app.start()
+        command: Command = args.run
+        return await command(app, args)
+    finally:
+        await app.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return asyncio.run(_main(args))
+    except (SetupError, EngagementFileError, FileNotFoundError, PermissionError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"cadence: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

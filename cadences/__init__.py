@@ -1,0 +1,1 @@
+"""Cadences: the conversations Cadence holds with reps, and the grammar they type."""

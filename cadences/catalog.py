@@ -1,0 +1,12 @@
+"""Every command the bot understands, registered in one place for all platforms."""
+
+from __future__ import annotations
+
+from cadences import deal_commands
+from cadences.commands import CommandRouter
+
+
+def build_router() -> CommandRouter:
+    router = CommandRouter()
+    router.register(deal_commands.SPEC)
+    return router
