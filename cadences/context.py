@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from cadences.clock import Clock
 from storage.db import Database
 from storage.models import Engagement, Person
+
+
+class Cadence(Protocol):
+    """What commands may ask of the cadence engine (implemented by `cadences.engine.Engine`)."""
+
+    async def trigger(
+        self, engagement: Engagement, ritual: str, period: str, *, detail: dict[str, Any] | None = None,
+        host_id: int | None = None, deliver: bool = True,
+    ) -> int | None: ...
+
+    async def update_sent(self, subject: str, message: Any, *, purpose_prefix: str = "") -> int: ...
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,7 @@ class Context:
     actor: Person | None
     channel: str
     actor_ref: str
+    cadence: Cadence | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -34,4 +47,6 @@ class Context:
         return self.clock.now().astimezone(self.tz).date()
 
     def with_actor(self, actor: Person | None, actor_ref: str | None = None) -> Context:
-        return Context(self.db, self.clock, self.engagement, actor, self.channel, actor_ref or self.actor_ref)
+        return Context(
+            self.db, self.clock, self.engagement, actor, self.channel, actor_ref or self.actor_ref, self.cadence
+        )

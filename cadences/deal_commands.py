@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cadences import deal_views
+from cadences import deal_events, deal_views
 from cadences.commands import CommandResult, CommandSpec
 from cadences.context import Context
 from cadences.deals import Outcome, confirm_deal, create_deal, resolve_deal, update_deal
@@ -56,6 +56,7 @@ async def deal_command(ctx: Context, args: str) -> CommandResult:
 
 
 async def _confirmation(ctx: Context, outcome: Outcome, action: str, intro: str) -> CommandResult:
+    await deal_events.publish(ctx, outcome)
     async with ctx.db.session() as session:
         names = await deal_views.load_names(session, ctx.engagement.id, ctx.engagement.currency)
     lines = deal_views.change_lines(outcome.changes, names) if outcome.kind != "create" else []

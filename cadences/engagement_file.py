@@ -186,7 +186,7 @@ def _check_ritual_time(value: Any) -> time:
             raise ValueError(f"{text!r} is not a time like \"09:00\" (24-hour HH:MM)")
         parsed = time(int(match.group(1)), int(match.group(2)))
     if parsed.hour == 2:
-        raise ValueError(f"{parsed:%H:%M}: {DST_MESSAGE}")
+        raise ValueError(f"{parsed:%H:%M} is not allowed: {DST_MESSAGE}")
     return parsed
 
 
@@ -431,7 +431,7 @@ class DigestSettings(_Spec):
     time: RitualTime = time(16, 0)
     """Time it is sent, in each recipient's own zone."""
     recipients: list[Key] | None = None
-    """Person keys; every founder when omitted."""
+    """Person keys; every founder (else the forecast owner) when omitted."""
 
 
 class Rituals(_Spec):
@@ -790,11 +790,13 @@ def _describe(error: ErrorDetails) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a mapping of keys to values, got {_kind_of(value)}"
+    if kind in ("decimal_parsing", "decimal_type"):
+        return f"{_kind_of(value)} is not a number (write amounts in full, e.g. 900000)"
     if kind == "list_type":
         return f"expected a list, got {_kind_of(value)}"
     message = error["msg"]
     message = message[:1].lower() + message[1:]
-    return f"{message} (got {value!r})"
+    return f"{message} (got {_kind_of(value)})"
 
 
 def _kind_of(value: Any) -> str:
@@ -804,7 +806,8 @@ def _kind_of(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --------------------------------------------------------------------------------------------------
@@ -861,15 +864,15 @@ def _index_lines(node: yaml.Node, path: Loc, lines: dict[Loc, int], duplicates: 
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
             if key in first_line:
-                duplicates.append((path + (key,), line, f"duplicate key {key!r} (first at line {first_line[key]})"))
+                duplicates.append(((*path, key), line, f"duplicate key {key!r} (first at line {first_line[key]})"))
                 continue
             first_line[key] = line
-            lines.setdefault(path + (key,), line)
-            _index_lines(value_node, path + (key,), lines, duplicates, seen_nodes)
+            lines.setdefault((*path, key), line)
+            _index_lines(value_node, (*path, key), lines, duplicates, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines.setdefault(path + (i,), item.start_mark.line + 1)
-            _index_lines(item, path + (i,), lines, duplicates, seen_nodes)
+            lines.setdefault((*path, i), item.start_mark.line + 1)
+            _index_lines(item, (*path, i), lines, duplicates, seen_nodes)
 
 
 def _yaml_problem(source: str, exc: yaml.YAMLError) -> Problem:
@@ -945,6 +948,7 @@ def _dst_trap(at: time, zone: str, first: date, last: date) -> str | None:
     The 02:xx rule covers North America; elsewhere the change happens at other hours (01:00 in London,
     00:00 in some zones), so the file's own dates are checked against the zone's real transitions."""
     tz = ZoneInfo(zone)
+    last = min(last, first + timedelta(days=400))  # DST rules repeat yearly; a typo'd exit must not hang us
     day = first
     while day <= last:
         naive = datetime.combine(day, at)
@@ -1338,7 +1342,9 @@ async def _apply_identities(
         if key is not None and key in in_file and key not in created:
             changes.setdefault(key, _Changes()).note(text)
 
-    rows = (await session.execute(select(ChatIdentity).where(ChatIdentity.engagement_id == engagement_id))).scalars()
+    rows = list(
+        (await session.execute(select(ChatIdentity).where(ChatIdentity.engagement_id == engagement_id))).scalars()
+    )
     present: set[tuple[str, str]] = set()
     for row in rows:
         ident = (row.platform, row.user_id)
@@ -1396,13 +1402,12 @@ async def _apply_stages(
     removed = sorted((s for k, s in existing.items() if k not in in_file), key=lambda s: (s.position, s.key))
     if not removed:
         return []
-    counts = dict(
-        (await session.execute(
-            select(Deal.stage_id, func.count())
-            .where(Deal.engagement_id == engagement_id, Deal.stage_id.in_([s.id for s in removed]))
-            .group_by(Deal.stage_id)
-        )).tuples().all()
+    rows = await session.execute(
+        select(Deal.stage_id, func.count())
+        .where(Deal.engagement_id == engagement_id, Deal.stage_id.in_([s.id for s in removed]))
+        .group_by(Deal.stage_id)
     )
+    counts: dict[int, int] = {stage_id: count for stage_id, count in rows}
     retired: list[str] = []
     for stage in removed:
         deals = counts.get(stage.id, 0)
@@ -1467,7 +1472,9 @@ async def _apply_handoff(
 ) -> None:
     existing = {
         t.key: t
-        for t in (await session.execute(select(HandoffTask).where(HandoffTask.engagement_id == engagement_id))).scalars()
+        for t in (
+            await session.execute(select(HandoffTask).where(HandoffTask.engagement_id == engagement_id))
+        ).scalars()
     }
     items = spec.handoff_items()
     for position, item in enumerate(items):
@@ -1542,6 +1549,13 @@ def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=inline)
 
 
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    # Quote times so the file reads the same under any YAML parser (YAML 1.1 makes 10:00 the number 600).
+    style = '"' if re.fullmatch(r"\d{1,2}:\d{2}", value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 _Dumper.add_representer(Decimal, _represent_decimal)
 _Dumper.add_multi_representer(Enum, _represent_enum)
 _Dumper.add_representer(list, _represent_list)
@@ -1552,6 +1566,9 @@ def dump_engagement_file(spec: EngagementFile, *, header: str | None = None) -> 
     data = spec.model_dump(mode="python", by_alias=True, exclude_none=True)
     for item in data.get("handoff") or []:
         item.setdefault("to", None)  # an explicit null reads as "no internal owner yet"
+    for person in data.get("people") or []:
+        if not person.get("out_of_office"):
+            person.pop("out_of_office", None)
     text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
     text = re.sub(r"\n(?=[a-z_]+:)", "\n\n", text)  # a blank line between top-level sections
     if header:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -252,3 +253,152 @@ class HandoffTask(Base):
     status_note: Mapped[str | None] = mapped_column(Text)
     status_at: Mapped[datetime | None]
     position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- the cadence engine: occurrences, deliveries and what the rituals record ---------------------------
+
+
+class Occurrence(Base):
+    """One firing of a ritual for one period. The unique key makes a second firing a no-op."""
+
+    __tablename__ = "occurrence"
+    __table_args__ = (
+        UniqueConstraint("engagement_id", "ritual", "period"),
+        Index("ix_occurrence_status_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"))
+    ritual: Mapped[str] = mapped_column(String(48))
+    period: Mapped[str] = mapped_column(String(120))
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, planned, skipped
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    planned_at: Mapped[datetime | None]
+
+
+class Delivery(Base):
+    """One message to send for an occurrence. `key` travels with the message (Slack metadata, Teams
+    channelData) so that after a crash the platform can be asked whether it already went out."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("occurrence_id", "recipient", "purpose"),
+        Index("ix_delivery_status", "status", "not_before"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    occurrence_id: Mapped[int] = mapped_column(ForeignKey("occurrence.id", ondelete="CASCADE"))
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"), index=True)
+    recipient: Mapped[str] = mapped_column(String(120))  # "person:<id>" or "channel:<name>"
+    purpose: Mapped[str] = mapped_column(String(120))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("delivery.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sending, sent, failed, skipped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    platform: Mapped[str | None] = mapped_column(String(16))
+    ref: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(String(120))  # what the message is about, e.g. "deal:12"
+
+
+class Attachment(Base):
+    """Binary content a message refers to by key (the digest chart), so any process can upload it."""
+
+    __tablename__ = "attachment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"))
+    mime: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(200))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
+class ActionItem(Base):
+    """A to-do agreed in the review (or in a deal thread): owner, due date, carried until done."""
+
+    __tablename__ = "action_item"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deal.id", ondelete="SET NULL"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    text: Mapped[str] = mapped_column(Text)
+    due_date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, done, dropped
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    created_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(32))
+    done_at: Mapped[datetime | None]
+
+
+class Decision(Base):
+    """A decision recorded during or after the review, against a deal or the pipeline as a whole."""
+
+    __tablename__ = "decision"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deal.id", ondelete="SET NULL"))
+    occurrence_id: Mapped[int | None] = mapped_column(ForeignKey("occurrence.id", ondelete="SET NULL"))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
+class ForecastCall(Base):
+    """The forecast owner's call for a quarter (commit and best case), one row per submission."""
+
+    __tablename__ = "forecast_call"
+    __table_args__ = (Index("ix_forecast_call_quarter", "engagement_id", "quarter", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"))
+    quarter: Mapped[str] = mapped_column(String(16))
+    commit: Mapped[Decimal]
+    best_case: Mapped[Decimal]
+    by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Debrief(Base):
+    """A coaching debrief prompted by a deal event; the trigger key makes each prompt happen once."""
+
+    __tablename__ = "debrief"
+    __table_args__ = (UniqueConstraint("deal_id", "trigger", "trigger_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deal.id", ondelete="CASCADE"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    trigger: Mapped[str] = mapped_column(String(16))  # won, lost, slipped, stalled, regressed
+    trigger_key: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, answered, escalated
+    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+    escalated_to_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+
+
+class PipelineSnapshot(Base):
+    """The pipeline's totals at each review, for week-over-week charts and forecast accuracy."""
+
+    __tablename__ = "pipeline_snapshot"
+    __table_args__ = (UniqueConstraint("engagement_id", "week"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"))
+    week: Mapped[str] = mapped_column(String(10))
+    taken_at: Mapped[datetime]
+    totals: Mapped[dict[str, Any]] = mapped_column(default=dict)
