@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(_main(args))
-    except (SetupError, EngagementFileError, FileNotFoundError, PermissionError, OSError) as exc:
+    except (SetupError, EngagementFileError, LookupError, OSError) as exc:
         if args.debug:
             raise
         print(f"cadence: error: {exc}", file=sys.stderr)

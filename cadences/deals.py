@@ -345,11 +345,12 @@ async def update_deal(
         async with ctx.db.write() as session:
             deal = await _lock(session, deal_id)
             if expected_version is not None and deal.version != expected_version:
-                raise Conflict(deal)
+                raise StaleDataError(f"deal {deal_id} is at version {deal.version}, not {expected_version}")
             actor = _require(ctx, Action.EDIT_DEAL, owns=ctx.actor is not None and deal.owner_id == ctx.actor.id)
             outcome = await _apply(session, ctx, actor, deal, raw, kind)
             await session.flush()
     except StaleDataError:
+        # The rollback expired what this transaction saw; show the person the deal as it is now.
         async with ctx.db.session() as session:
             current = await session.get(Deal, deal_id)
         assert current is not None

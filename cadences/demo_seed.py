@@ -93,6 +93,7 @@ WON_DEALS = 60
 LOST_DEALS = 45
 HISTORY_DAYS = 365
 BIG_DEAL = Decimal(150_000)
+MIN_AMOUNT, MAX_AMOUNT = Decimal(8_000), Decimal(220_000)
 
 # Planted problems, disjoint so each is counted once: (label used in the report, how many deals).
 _PROBLEMS: tuple[tuple[str, int], ...] = (
@@ -341,7 +342,8 @@ class _Seeder:
                 values["next_step_date"] = self.local_date(entries[j]) + timedelta(days=self.rng.randint(2, 9))
             if j == revision_at and line.state.get("amount") is not None:
                 factor = Decimal(self.rng.choice((80, 85, 90, 110, 115, 120, 125))) / 100
-                values["amount"] = (line.state["amount"] * factor / 500).quantize(Decimal(1)) * 500
+                revised = (line.state["amount"] * factor / 500).quantize(Decimal(1)) * 500
+                values["amount"] = min(max(revised, MIN_AMOUNT), MAX_AMOUNT)
             line.change(entries[j], **values)
 
     def _stage_entries(self, created_days_ago: int, last_change_days_ago: int, upto: int) -> list[int]:
@@ -352,15 +354,19 @@ class _Seeder:
         cuts = sorted(self.rng.sample(range(1, max(span, upto + 1)), upto - 1)) if upto > 1 else []
         return [created_days_ago, *(created_days_ago - c for c in cuts), last_change_days_ago]
 
-    def open_deal(self, company: str, owner: Person, problem: str, recent_mover: bool) -> _Timeline:
+    def open_deal(self, company: str, owner: Person, problem: str) -> _Timeline:
+        """One open deal; `problem` is a planted hygiene problem, "mover" (moved stage this week), "new"
+        (created this week) or "healthy"."""
         rng = self.rng
         n = len(self.open_stages)
         if problem == "big_late":
             stage_i = rng.randint(max(n - 2, 0), n - 1)
         elif problem in ("stalled", "past_close"):
             stage_i = rng.randint(min(1, n - 1), max(n - 2, min(1, n - 1)))
-        elif recent_mover:
+        elif problem == "mover":
             stage_i = rng.randint(min(1, n - 1), n - 1)
+        elif problem == "new":
+            stage_i = 0
         else:
             stage_i = self.open_stage_index()
         segment = "Enterprise" if problem == "big_late" else rng.choices(SEGMENTS, [30, 50, 20])[0]
@@ -380,7 +386,7 @@ class _Seeder:
         elif problem == "past_close":
             last_move = rng.randint(9, 18)
             touched = rng.randint(5, 7)
-        elif recent_mover and stage_i > 0:
+        elif problem in ("mover", "new"):
             last_move = rng.randint(1, 4)
             touched = last_move
         else:
@@ -427,7 +433,13 @@ class _Seeder:
                 "owner": owner,
             },
         )
-        self._walk_stages(line, entries, stage_i, with_next_steps=not no_next, revise_amount=rng.random() < 0.35)
+        self._walk_stages(
+            line,
+            entries,
+            stage_i,
+            with_next_steps=not no_next,
+            revise_amount=problem != "big_late" and rng.random() < 0.35,
+        )
         if problem == "big_late":
             line.change(entries[-1] + timedelta(hours=2), risk=rng.choice(_RISKS))
 
@@ -578,21 +590,21 @@ async def seed_demo_pipeline(db: Database, engagement_slug: str, *, today: date,
         roles += ["healthy"] * (OPEN_DEALS - len(roles))
         rng.shuffle(roles)
         healthy_slots = [i for i, r in enumerate(roles) if r == "healthy"]
-        movers = set(rng.sample(healthy_slots, min(6, len(healthy_slots))))
+        for i, slot in enumerate(rng.sample(healthy_slots, min(9, len(healthy_slots)))):
+            roles[slot] = "mover" if i < 6 else "new"
         open_companies = rng.sample([c for c in COMPANIES if c not in _KEPT_OUT_OF_OPEN], OPEN_DEALS)
         owners = [reps[i % len(reps)] for i in range(OPEN_DEALS)]
         rng.shuffle(owners)
-        open_lines = [
-            seeder.open_deal(company, owners[i], roles[i], i in movers) for i, company in enumerate(open_companies)
-        ]
+        open_lines = [seeder.open_deal(company, owners[i], roles[i]) for i, company in enumerate(open_companies)]
 
         # A year of closed deals; a few closed in the past week so the review has wins and losses to call.
         others = [c for c in COMPANIES if c not in open_companies]
         outcomes = [True] * WON_DEALS + [False] * LOST_DEALS
         rng.shuffle(outcomes)
         closed_lines: list[tuple[_Timeline, bool]] = []
+        closed_this_week = {outcomes.index(True), outcomes.index(False), rng.randrange(len(outcomes))}
         for i, won_it in enumerate(outcomes):
-            close_days_ago = rng.randint(1, 5) if i < 3 else rng.randint(6, HISTORY_DAYS)
+            close_days_ago = rng.randint(1, 5) if i in closed_this_week else rng.randint(6, HISTORY_DAYS)
             owner = _weighted_owner(rng, reps, won_it)
             closed_lines.append((seeder.closed_deal(rng.choice(others), owner, won_it, close_days_ago), won_it))
 

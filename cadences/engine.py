@@ -136,7 +136,7 @@ class Engine:
                     Occurrence.engagement_id == facts.id, Occurrence.due_at >= start - timedelta(days=1)
                 )
             )
-            known = {(r, p): (s, i) for r, p, s, i in rows.tuples()}
+            known = {(r, p): (s, i) for r, p, s, i in rows.all()}
         missed: list[Due] = []
         for due in dues:
             status, occ_id = known.get((due.ritual, due.period), (None, None))

@@ -96,7 +96,7 @@ async def load_facts(session: AsyncSession, engagement: Engagement) -> Engagemen
     )).scalars().all()
     tasks = (await session.execute(
         select(HandoffTask.key, HandoffTask.due_days_before_exit).where(HandoffTask.engagement_id == engagement.id)
-    )).tuples().all()
+    )).all()
     return EngagementFacts(
         engagement=engagement,
         settings=engagement_settings(engagement),

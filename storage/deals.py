@@ -15,7 +15,7 @@ async def deal_names(session: AsyncSession, engagement_id: int, *, open_only: bo
     stmt = select(Deal.id, Deal.name).where(Deal.engagement_id == engagement_id)
     if open_only:
         stmt = stmt.where(Deal.is_open.is_(True))
-    return [(i, n) for i, n in (await session.execute(stmt)).tuples()]
+    return [(i, n) for i, n in (await session.execute(stmt)).all()]
 
 
 async def get_deal(session: AsyncSession, engagement_id: int, deal_id: int) -> Deal | None:

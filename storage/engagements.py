@@ -67,7 +67,7 @@ async def identities(session: AsyncSession, person_id: int) -> dict[str, str]:
     rows = await session.execute(
         select(ChatIdentity.platform, ChatIdentity.user_id).where(ChatIdentity.person_id == person_id)
     )
-    return {platform: user_id for platform, user_id in rows.tuples()}
+    return {platform: user_id for platform, user_id in rows.all()}
 
 
 async def stages(session: AsyncSession, engagement_id: int) -> Sequence[Stage]:
