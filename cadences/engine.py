@@ -76,8 +76,9 @@ class Claimed:
 
 
 class Engine:
-    def __init__(self, db: Database, clock: Clock, rituals: Sequence[Ritual], port_for: PortFor,
-                 *, worker: str | None = None) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, rituals: Sequence[Ritual], port_for: PortFor, *, worker: str | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         self.rituals = {r.name: r for r in rituals}
@@ -146,8 +147,13 @@ class Engine:
                     await self._insert(facts, due, now, status="skipped", reason="cadence paused")
                     continue
                 if late > due.grace:
-                    if await self._insert(facts, due, now, status="skipped",
-                                          reason=f"missed by {_human(late)} (grace {_human(due.grace)})"):
+                    if await self._insert(
+                        facts,
+                        due,
+                        now,
+                        status="skipped",
+                        reason=f"missed by {_human(late)} (grace {_human(due.grace)})",
+                    ):
                         missed.append(due)
                     continue
                 occ_id = await self._insert(facts, due, now)
@@ -161,19 +167,48 @@ class Engine:
             report.skipped += [f"{d.ritual}/{d.period}" for d in missed]
             await self._missed_notice(facts, missed, now)
 
-    async def _insert(self, facts: EngagementFacts, due: Due, now: datetime, *, status: str = "pending",
-                      reason: str | None = None, host_id: int | None = None) -> int | None:
+    async def _insert(
+        self,
+        facts: EngagementFacts,
+        due: Due,
+        now: datetime,
+        *,
+        status: str = "pending",
+        reason: str | None = None,
+        host_id: int | None = None,
+    ) -> int | None:
         """Insert the occurrence unless it exists; its id when this call created it, else None."""
-        values = dict(engagement_id=facts.id, ritual=due.ritual, period=due.period, due_at=due.due_at,
-                      status=status, skip_reason=reason, detail=due.detail, created_at=now, host_id=host_id)
+        values = dict(
+            engagement_id=facts.id,
+            ritual=due.ritual,
+            period=due.period,
+            due_at=due.due_at,
+            status=status,
+            skip_reason=reason,
+            detail=due.detail,
+            created_at=now,
+            host_id=host_id,
+        )
         insert = pg_insert if self.db.is_postgres else sqlite_insert
-        stmt = insert(Occurrence).values(**values).on_conflict_do_nothing(
-            index_elements=["engagement_id", "ritual", "period"]).returning(Occurrence.id)
+        stmt = (
+            insert(Occurrence)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["engagement_id", "ritual", "period"])
+            .returning(Occurrence.id)
+        )
         async with self.db.write() as session:
             return (await session.execute(stmt)).scalar_one_or_none()
 
-    async def trigger(self, engagement: Engagement, ritual: str, period: str, *, detail: dict[str, Any] | None = None,
-                      host_id: int | None = None, deliver: bool = True) -> int | None:
+    async def trigger(
+        self,
+        engagement: Engagement,
+        ritual: str,
+        period: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        host_id: int | None = None,
+        deliver: bool = True,
+    ) -> int | None:
         """Run an occurrence now (a debrief prompt, `/pipeline start`): created once, planned, delivered.
         Returns the occurrence id, or None when that occurrence already happened."""
         now = self.clock.now()
@@ -189,9 +224,13 @@ class Engine:
         return occ_id
 
     async def _missed_notice(self, facts: EngagementFacts, missed: list[Due], now: datetime) -> None:
-        period = "missed/" + hashlib.sha256("|".join(f"{d.ritual}/{d.period}" for d in missed).encode()).hexdigest()[:16]
-        lines = [f"{d.ritual.replace('_', ' ')} ({d.period}), due {d.due_at.astimezone(facts.tz):%a %b %-d %H:%M}"
-                 for d in missed]
+        period = (
+            "missed/" + hashlib.sha256("|".join(f"{d.ritual}/{d.period}" for d in missed).encode()).hexdigest()[:16]
+        )
+        lines = [
+            f"{d.ritual.replace('_', ' ')} ({d.period}), due {d.due_at.astimezone(facts.tz):%a %b %-d %H:%M}"
+            for d in missed
+        ]
         due = Due(ritual=MISSED, period=period, due_at=now, grace=timedelta(days=1), detail={"missed": lines})
         occ_id = await self._insert(facts, due, now)
         if occ_id is not None:
@@ -203,9 +242,9 @@ class Engine:
         """Plan one pending occurrence's deliveries atomically. False when another process already did."""
         try:
             async with self.db.write() as session:
-                occ = (await session.execute(
-                    select(Occurrence).where(Occurrence.id == occurrence_id).with_for_update()
-                )).scalar_one()
+                occ = (
+                    await session.execute(select(Occurrence).where(Occurrence.id == occurrence_id).with_for_update())
+                ).scalar_one()
                 if occ.status != "pending":
                     return False
                 engagement = await session.get(Engagement, occ.engagement_id)
@@ -216,9 +255,15 @@ class Engine:
                 for item in outgoing:
                     row = Delivery(
                         key=delivery_key(engagement, occ, item.recipient, item.purpose),
-                        occurrence_id=occ.id, engagement_id=occ.engagement_id, recipient=str(item.recipient),
-                        purpose=item.purpose, payload=item.message.model_dump(mode="json"), status="pending",
-                        attempts=0, not_before=now, subject=item.subject,
+                        occurrence_id=occ.id,
+                        engagement_id=occ.engagement_id,
+                        recipient=str(item.recipient),
+                        purpose=item.purpose,
+                        payload=item.message.model_dump(mode="json"),
+                        status="pending",
+                        attempts=0,
+                        not_before=now,
+                        subject=item.subject,
                         parent_id=by_purpose[item.thread_of].id if item.thread_of else None,
                     )
                     session.add(row)
@@ -237,8 +282,10 @@ class Engine:
             cro = run.facts.cro
             assert cro is not None
             lines = run.occurrence.detail.get("missed", [])
-            text = ("Cadence was not running when these were due, and they were too late to send, so they were "
-                    "skipped: " + "; ".join(lines) + ".")
+            text = (
+                "Cadence was not running when these were due, and they were too late to send, so they were "
+                "skipped: " + "; ".join(lines) + "."
+            )
             return [Outgoing(Recipient.person(cro.id), "missed", Message(text=text, blocks=[Paragraph(text=text)]))]
         return await self.rituals[run.occurrence.ritual].plan(run)
 
@@ -270,8 +317,10 @@ class Engine:
 
     async def _claim(self, now: datetime, limit: int) -> list[Claimed]:
         parent = aliased(Delivery)
-        ready = or_(and_(Delivery.status == "pending", Delivery.not_before <= now),
-                    and_(Delivery.status == "sending", Delivery.lease_until < now))
+        ready = or_(
+            and_(Delivery.status == "pending", Delivery.not_before <= now),
+            and_(Delivery.status == "sending", Delivery.lease_until < now),
+        )
         async with self.db.write() as session:
             await self._skip_orphans(session, now)
             stmt = (
@@ -312,9 +361,15 @@ class Engine:
         person = await session.get(Person, int(ref))
         if person is None or not person.active:
             return None
-        return Target(engagement_id=delivery.engagement_id, kind="person", person_id=person.id,
-                      person_name=person.name, identities=await engagement_repo.identities(session, person.id),
-                      timezone=person.timezone, thread=thread)
+        return Target(
+            engagement_id=delivery.engagement_id,
+            kind="person",
+            person_id=person.id,
+            person_name=person.name,
+            identities=await engagement_repo.identities(session, person.id),
+            timezone=person.timezone,
+            thread=thread,
+        )
 
     async def _send(self, item: Claimed, now: datetime) -> bool | None:
         delivery = item.delivery
@@ -337,15 +392,23 @@ class Engine:
             if exc.permanent or delivery.attempts >= MAX_ATTEMPTS:
                 await self._finish(delivery, status="failed", error=exc.reason)
                 return False
-            backoff = timedelta(seconds=exc.retry_after or min(300, 5 * 2 ** delivery.attempts))
+            backoff = timedelta(seconds=exc.retry_after or min(300, 5 * 2**delivery.attempts))
             await self._finish(delivery, status="pending", error=exc.reason, not_before=now + backoff)
             return None
         await self._finish(delivery, status="sent", ref=ref, now=now, platform=port.platform)
         return True
 
-    async def _finish(self, delivery: Delivery, *, status: str, error: str | None = None, ref: SentRef | None = None,
-                      now: datetime | None = None, not_before: datetime | None = None,
-                      platform: str | None = None) -> None:
+    async def _finish(
+        self,
+        delivery: Delivery,
+        *,
+        status: str,
+        error: str | None = None,
+        ref: SentRef | None = None,
+        now: datetime | None = None,
+        not_before: datetime | None = None,
+        platform: str | None = None,
+    ) -> None:
         values: dict[str, Any] = {"status": status, "error": error, "lease_until": None}
         if ref is not None:
             values.update(ref=ref.model_dump(mode="json"), sent_at=now, platform=platform)
@@ -359,10 +422,19 @@ class Engine:
     async def update_sent(self, subject: str, message: Message, *, purpose_prefix: str = "") -> int:
         """Replace, in place, every sent message about `subject` (e.g. 'deal:12'); returns how many."""
         async with self.db.session() as session:
-            rows = (await session.execute(
-                select(Delivery).where(Delivery.subject == subject, Delivery.status == "sent",
-                                       Delivery.purpose.startswith(purpose_prefix))
-            )).scalars().all()
+            rows = (
+                (
+                    await session.execute(
+                        select(Delivery).where(
+                            Delivery.subject == subject,
+                            Delivery.status == "sent",
+                            Delivery.purpose.startswith(purpose_prefix),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
             engagements = {r.engagement_id: await session.get(Engagement, r.engagement_id) for r in rows}
         for row in rows:
             engagement = engagements[row.engagement_id]

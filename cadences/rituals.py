@@ -85,18 +85,31 @@ async def load_facts(session: AsyncSession, engagement: Engagement) -> Engagemen
     default_tz = engagement.timezone
     facts_people = tuple(
         PersonFacts(
-            id=p.id, key=p.key, name=p.name, role=p.role, timezone=ZoneInfo(p.timezone or default_tz),
-            manager_id=p.manager_id, active=p.active,
+            id=p.id,
+            key=p.key,
+            name=p.name,
+            role=p.role,
+            timezone=ZoneInfo(p.timezone or default_tz),
+            manager_id=p.manager_id,
+            active=p.active,
             out_of_office=tuple((date.fromisoformat(r["from"]), date.fromisoformat(r["to"])) for r in p.out_of_office),
         )
         for p in people
     )
-    days = (await session.execute(
-        select(PlanDeliverable.milestone_day).where(PlanDeliverable.engagement_id == engagement.id).distinct()
-    )).scalars().all()
-    tasks = (await session.execute(
-        select(HandoffTask.key, HandoffTask.due_days_before_exit).where(HandoffTask.engagement_id == engagement.id)
-    )).all()
+    days = (
+        (
+            await session.execute(
+                select(PlanDeliverable.milestone_day).where(PlanDeliverable.engagement_id == engagement.id).distinct()
+            )
+        )
+        .scalars()
+        .all()
+    )
+    tasks = (
+        await session.execute(
+            select(HandoffTask.key, HandoffTask.due_days_before_exit).where(HandoffTask.engagement_id == engagement.id)
+        )
+    ).all()
     return EngagementFacts(
         engagement=engagement,
         settings=engagement_settings(engagement),

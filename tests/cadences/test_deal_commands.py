@@ -49,8 +49,12 @@ async def test_create_update_and_history_record_who_changed_what(world: Any) -> 
 
 async def test_amount_and_date_forms(world: Any) -> None:
     await world.say("jordan", NEW_GLOBEX)
-    for typed, expected in [("48k", "48000.00"), ("$48,000", "48000.00"), ("1.2m", "1200000.00"),
-                            ("48000.50", "48000.50")]:
+    for typed, expected in [
+        ("48k", "48000.00"),
+        ("$48,000", "48000.00"),
+        ("1.2m", "1200000.00"),
+        ("48000.50", "48000.50"),
+    ]:
         await world.say("jordan", f"/deal Globex amount={typed}")
         assert (await deal(world, "Globex Corp")).amount == Decimal(expected)
     await world.say("jordan", "/deal Globex close=Dec 15")
