@@ -10,6 +10,9 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from bot.app import CadenceApp, SetupError, create_app
+from bot.console.repl import run_console
+from bot.settings import Settings
 from cadences.engagement_file import (
     EXAMPLE_ENGAGEMENT,
     EngagementFileError,
@@ -17,10 +20,6 @@ from cadences.engagement_file import (
     export_engagement,
     load_engagement_file,
 )
-
-from bot.app import CadenceApp, SetupError, create_app
-from bot.console.repl import run_console
-from bot.settings import Settings
 from storage import engagements as engagement_repo
 from storage.models import Role
 
@@ -107,8 +106,18 @@ async def cmd_run(app: CadenceApp, args: argparse.Namespace) -> int:
             "No chat credentials (SLACK_* or MicrosoftApp*) are set, so Cadence runs in the local console. "
             "See the README to connect Slack or Teams."
         )
-        return await cmd_console(app, args)
+        engagement = await app.engagement(args.engagement)
+        await run_console(app, engagement, args.as_name or await _default_rep(app, engagement.id), clock_running=True)
+        return 0
     raise SetupError("Slack and Teams serving arrive with their issues; unset the credentials to use the console")
+
+
+async def cmd_simulate(app: CadenceApp, args: argparse.Namespace) -> int:
+    from bot.simulation import run_simulation
+
+    return await run_simulation(
+        Path(args.engagement_file) if args.engagement_file else EXAMPLE_ENGAGEMENT, days=args.days, seed=args.seed
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--as", dest="as_name", help="console identity when no chat credentials are set")
     run.add_argument("--engagement", help="engagement slug for the console")
     run.set_defaults(run=cmd_run)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="play a whole engagement through the real engine on a virtual clock and print every message the bot sends",
+    )
+    sim.add_argument("--engagement", dest="engagement_file", help="engagement file (default: the example)")
+    sim.add_argument("--days", type=int, default=200, help="how many days from the engagement's start (200)")
+    sim.add_argument("--seed", type=int, default=7, help="seed for the simulated people (7)")
+    sim.set_defaults(run=cmd_simulate, standalone=True)
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"
@@ -176,11 +194,13 @@ async def _main(args: argparse.Namespace) -> int:
         settings.database_url = args.database_url
     elif getattr(args, "demo", False):
         settings.database_url = DEMO_URL
+    if getattr(args, "standalone", False):
+        command: Command = args.run
+        return await command(None, args)  # type: ignore[arg-type]
     app = create_app(settings)
     try:
         await app.start()
-        command: Command = args.run
-        return await command(app, args)
+        return await args.run(app, args)  # type: ignore[no-any-return]
     finally:
         await app.close()
 

@@ -31,8 +31,12 @@ class ConsolePort:
         self.out.write(f"\n{indent}[{when} · {target.describe()}]\n{render(message, indent=indent)}\n")
         self.out.flush()
         conversation = f"dm-{target.person_id}" if target.kind == "person" else str(target.channel)
-        ref = SentRef(platform=self.platform, conversation=conversation, message_id=str(len(self._sent) + 1),
-                      thread_id=target.thread.message_id if target.thread else None)
+        ref = SentRef(
+            platform=self.platform,
+            conversation=conversation,
+            message_id=str(len(self._sent) + 1),
+            thread_id=target.thread.message_id if target.thread else None,
+        )
         self._sent[delivery_key] = ref
         return ref
 

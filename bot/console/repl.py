@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 from bot.app import CadenceApp, SetupError
+from bot.console.port import ConsolePort
 from bot.console.render import render
+from cadences.engine import Engine
 from cadences.messages import Button
+from cadences.ritual_catalog import all_rituals
+from cadences.scheduler import CadenceScheduler
 from storage import engagements as engagement_repo
 from storage.models import Engagement, Person
 
@@ -28,6 +34,8 @@ class ConsoleSession:
         self.out = out
         self.person: Person | None = None
         self.buttons: list[Button] = []
+        port = ConsolePort(app.clock.now, ZoneInfo(engagement.timezone), out)
+        self.engine = Engine(app.db, app.clock, all_rituals(), lambda _engagement: port)
 
     async def become(self, name: str) -> None:
         async with self.app.db.session() as session:
@@ -65,7 +73,7 @@ class ConsoleSession:
             line = self.buttons[int(line) - 1].command or line
             self.say(f"> {line}")
         ctx = self.app.context(self.engagement, self.person.key if self.person else "?", PLATFORM)
-        ctx = ctx.with_actor(self.person)
+        ctx = replace(ctx.with_actor(self.person), cadence=self.engine)
         self.buttons = []
         for message in await self.app.router.handle_text(ctx, line):
             self.say(render(message, self.buttons))
@@ -73,25 +81,46 @@ class ConsoleSession:
 
 
 async def run_console(
-    app: CadenceApp, engagement: Engagement, as_name: str, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
+    app: CadenceApp,
+    engagement: Engagement,
+    as_name: str,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+    *,
+    clock_running: bool = False,
 ) -> None:
+    """Chat until end of input. With `clock_running`, the rituals also fire on the wall clock and their
+    messages print here as they are sent (`cadence run` without chat credentials)."""
     session = ConsoleSession(app, engagement, out)
     await session.become(as_name)
     assert session.person is not None
+    scheduler = CadenceScheduler(session.engine) if clock_running else None
+    if scheduler is not None:
+        scheduler.start()
+    try:
+        await _chat(session, stdin, out)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown()
+
+
+async def _chat(session: ConsoleSession, stdin: TextIO, out: TextIO) -> None:
+    assert session.person is not None
     interactive = stdin.isatty()
     session.say(
-        f"Cadence · {engagement.company} · you are {session.person.name} ({session.person.role}). "
-        "Type /deal help, /who, /as NAME or /quit."
+        f"Cadence · {session.engagement.company} · you are {session.person.name} ({session.person.role}). "
+        "Type /help, /deal help, /who, /as NAME or /quit."
     )
     loop = asyncio.get_running_loop()
     while True:
+        prompt = f"{session.person.key if session.person else '?'}> "
         if interactive:
-            out.write(f"{session.person.key if session.person else '?'}> ")
+            out.write(prompt)
             out.flush()
         line = await loop.run_in_executor(None, stdin.readline)
         if not line:
             break
         if not interactive:
-            session.say(f"{session.person.key if session.person else '?'}> {line.rstrip()}")
+            session.say(prompt + line.rstrip())
         if not await session.handle(line):
             break
