@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from cadences import deal_commands
+from cadences import debrief_commands, deal_commands
 from cadences.commands import CommandRouter
 
 
 def build_router() -> CommandRouter:
     router = CommandRouter()
     router.register(deal_commands.SPEC)
+    router.register(debrief_commands.SPEC)
     return router

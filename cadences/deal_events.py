@@ -6,9 +6,11 @@ a deal is won, lost, slips or regresses; a nudge updated in place once its deal 
 
 from __future__ import annotations
 
+from cadences import debriefs
 from cadences.context import Context
 from cadences.deals import Outcome
 
 
 async def publish(ctx: Context, outcome: Outcome) -> None:
     """Tell the rituals about an accepted deal change (called after the change has committed)."""
+    await debriefs.on_deal_change(ctx, outcome)

@@ -23,6 +23,14 @@ so it is not ambiguous), and amounts go through `parse_amount` in the engagement
 a stage's `crm_names`, key or name; owners match a person's key, email or full name. A HubSpot owner
 written "First Last (email)" is matched by the email first.
 
+What a cell means: a column the file doesn't have leaves that field alone; an empty cell in a column it
+does have clears the field (the CRM says there is nothing there), except the create date, which is
+only ever set. An empty forecast (or Salesforce's "Closed") follows the stage: pipeline while open,
+commit once won, omitted once lost. A close date moved later on an open deal counts as a slip, as it
+does in chat. Owners may be anyone in the engagement, founders included: before the engagement the
+founder often owns deals, and the import reflects who owns them in the CRM. Loss reason and competitor
+are kept only on lost deals, as in chat.
+
 Each attempt (not a dry run) writes one `AuditLog` row, "deal.import", ok or rejected.
 """
 
@@ -121,6 +129,7 @@ _DATE_HINTS: Mapping[str, str] = {
 }
 _ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:?\d{2})?")
 _OWNER_WITH_EMAIL = re.compile(r"(?P<name>.*?)\s*\((?P<email>[^()\s]+@[^()\s]+)\)")
+_EXCEL_NUMBER = re.compile(r"\d(\.\d+)?E\+\d+", re.IGNORECASE)  # 18734920111 saved by Excel as 1.87349E+10
 _CLOSED_FORECASTS = frozenset({"closed", "closed won", "closed lost", "closedwon", "closedlost"})
 # Column widths in the schema: checked here so PostgreSQL never refuses a write after validation passed.
 _MAX_LENGTHS: Mapping[str, int] = {
@@ -170,7 +179,7 @@ class ImportReport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    skipped: int = 0
+    invalid: int = 0
     written: bool = False
     errors: list[RowError] = field(default_factory=list)
     warnings: list[RowError] = field(default_factory=list)
@@ -178,8 +187,10 @@ class ImportReport:
 
     @property
     def rejected(self) -> bool:
-        """True when errors stopped the import (always False with skip_invalid unless the file is unusable)."""
-        return bool(self.errors) and not (self.skip_invalid and self.rows > self.skipped and not self._file_error)
+        """True when errors stopped the import. With skip_invalid only an unusable file (or no valid row) does."""
+        if not self.errors:
+            return False
+        return not self.skip_invalid or self._file_error or self.invalid >= self.rows
 
     @property
     def _file_error(self) -> bool:
@@ -189,7 +200,8 @@ class ImportReport:
         """The report as the CLI prints it: one headline, then errors, warnings and the updated rows."""
         label = FORMAT_LABELS[self.fmt]
         what = f"{self.file} ({label}, {self.rows} row{'s' if self.rows != 1 else ''})"
-        bad_rows = len({e.row for e in self.errors})
+        bad_rows = self.invalid
+        valid = self.rows - self.invalid
         if self.dry_run:
             head = (
                 f"Dry run of {what}: would create {self.created}, update {self.updated}, "
@@ -199,18 +211,20 @@ class ImportReport:
                 head += f" {bad_rows} row{'s have' if bad_rows != 1 else ' has'} errors, so " + (
                     "those rows would be skipped." if self.skip_invalid else "the import would be rejected."
                 )
+        elif self.rejected and self._file_error:
+            head = f"Nothing imported from {self.file} ({label}): fix the problems below and import again."
+        elif self.rejected and valid <= 0:
+            head = f"Nothing imported from {what}: no row is valid."
         elif self.rejected:
-            head = f"Nothing imported from {what}: " + (
-                "the file can't be read as this export."
-                if self._file_error
-                else f"{bad_rows} row{'s have' if bad_rows != 1 else ' has'} errors, and an import is all or "
-                f"nothing. Fix them and import again, or skip the invalid rows (--skip-invalid) to import "
-                f"the {self.rows - bad_rows} valid one{'s' if self.rows - bad_rows != 1 else ''}."
+            head = (
+                f"Nothing imported from {what}: {bad_rows} row{'s have' if bad_rows != 1 else ' has'} errors, and "
+                "an import is all or nothing. Fix them and import again, or skip the invalid rows (--skip-invalid) "
+                f"to import the {valid} valid one{'s' if valid != 1 else ''}."
             )
         else:
             head = f"Imported {what}: {self.created} created, {self.updated} updated, {self.unchanged} unchanged."
-            if self.skipped:
-                head += f" {self.skipped} invalid row{'s' if self.skipped != 1 else ''} skipped."
+            if self.invalid:
+                head += f" {self.invalid} invalid row{'s' if self.invalid != 1 else ''} skipped."
         lines = [head]
         for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
             if items:
@@ -268,15 +282,19 @@ def _read_table(text: str, fmt: Format) -> tuple[_Table | None, list[RowError]]:
     except csv.Error:
         pass
     candidates += [d for d in (",", ";", "\t") if d not in candidates]
-    best: tuple[int, str, list[list[str]]] | None = None
-    for delimiter in candidates:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-        folded = {h.strip().casefold() for h in rows[0]} if rows else set()
-        found = sum(1 for f in REQUIRED if any(name.casefold() in folded for name in columns[f]))
-        if best is None or found > best[0]:
-            best = (found, delimiter, rows)
-    assert best is not None
-    rows = best[2]
+    # The Sniffer's guess can be fooled by commas inside a ';' file's text, so the header decides.
+    best: tuple[int, str] | None = None
+    try:
+        for delimiter in candidates:
+            first = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
+            folded = {h.strip().casefold() for h in first}
+            found = sum(1 for f in REQUIRED if any(name.casefold() in folded for name in columns[f]))
+            if best is None or found > best[0]:
+                best = (found, delimiter)
+        assert best is not None
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=best[1]))
+    except csv.Error as exc:
+        return None, [RowError(None, None, f"it can't be read as CSV ({exc}).")]
     header = [h.strip() for h in rows[0]]
     folded_header = [h.casefold() for h in header]
     headers: dict[str, str] = {}
@@ -313,7 +331,7 @@ def _other_format(folded_header: Sequence[str], fmt: Format) -> str | None:
 
 def _norm(text: str) -> str:
     """Stage labels compared without case, spaces or punctuation: "Closed Won" = closedwon = closed_won."""
-    return re.sub(r"[^0-9a-z]+", "", text.casefold())
+    return re.sub(r"[\W_]+", "", text.casefold())
 
 
 @dataclass
@@ -436,6 +454,12 @@ def _parse_row(
     crm_id = cell("crm_id") or ""
     if not crm_id:
         err("crm_id", "the CRM id is empty; without it the deal can't be matched on the next import.")
+    elif _EXCEL_NUMBER.fullmatch(crm_id):
+        err(
+            "crm_id",
+            f'"{crm_id}" looks like an id a spreadsheet turned into a number; export the file again '
+            "and import it without opening it in Excel (or format the column as text).",
+        )
     for name in _MAX_LENGTHS:
         text = cell(name)
         if text is not None and len(text) > _MAX_LENGTHS[name]:
@@ -476,13 +500,12 @@ def _parse_row(
         dates[attr] = lk.date(text) if text else None
         if text and dates[attr] is None:
             err(attr, f"\"{text}\" isn't a date in {FORMAT_LABELS[lk.fmt]}'s format ({_DATE_HINTS[lk.fmt]}).")
-    if errors or isinstance(stage, str) or isinstance(owner, str):
+    if isinstance(stage, str):  # the checks below depend on the stage
         return None, errors, warnings
 
     close = dates.get("close_date")
     values["close_date"] = close
     values["stage_id"] = stage.id
-    values["owner_id"] = owner.id
     values["is_open"] = stage.kind == StageKind.OPEN
     if "next_step_date" in dates:
         values["next_step_date"] = dates["next_step_date"]
@@ -501,12 +524,13 @@ def _parse_row(
         if dates.get("closed_on"):
             warn("closed_on", "the deal is open, so its closed date is ignored.")
     else:
+        # A closed deal's close date is the day it closed (the generic closed_on fills in for either).
         closed_on = dates.get("closed_on") or close
+        values["close_date"] = close or closed_on
+        values["closed_on"] = closed_on
         if closed_on is None:
             err("close_date", f"the deal is {stage.name.lower()} but has no close date; give the date it closed.")
-            return None, errors, warnings
-        values["closed_on"] = closed_on
-        if closed_on > lk.today:
+        elif closed_on > lk.today:
             warn("close_date", f"the deal is {stage.name.lower()} but its close date {closed_on:%b %d, %Y} is ahead.")
         if stage.kind == StageKind.WON and values["amount"] is None:
             warn("amount", "a won deal without an amount adds nothing to closed won.")
@@ -532,8 +556,9 @@ def _parse_row(
             values[attr] = None
             if text:
                 warn(attr, f"only a lost deal keeps a {attr.replace('_', ' ')}; ignored.")
-    if errors:
+    if errors or isinstance(owner, str):
         return None, errors, warnings
+    values["owner_id"] = owner.id
     return _Row(number, crm_id, values, stage, owner), errors, warnings
 
 
@@ -680,7 +705,7 @@ def _finish(
                 "created": report.created,
                 "updated": report.updated,
                 "unchanged": report.unchanged,
-                "skipped": report.skipped,
+                "invalid": report.invalid,
                 "errors": len(report.errors),
                 "warnings": len(report.warnings),
                 "first_errors": [str(e) for e in report.errors[:20]],
@@ -711,27 +736,16 @@ def _validate(table: _Table, lookups: _Lookups, report: ImportReport) -> list[_R
             seen[row.crm_id] = number
             rows.append(row)
             report.warnings += warnings
-    report.skipped = len(bad)
+    report.invalid = len(bad)
     if "pipeline" in table.index:
-        pipelines = sorted(
-            {
-                cells[table.index["pipeline"]].strip()
-                for _, cells in table.records
-                if table.index["pipeline"] < len(cells) and cells[table.index["pipeline"]].strip()
-            }
-        )
+        column = table.index["pipeline"]
+        pipelines = sorted({cells[column].strip() for _, cells in table.records if column < len(cells)} - {""})
         if len(pipelines) > 1:
-            report.warnings.insert(
-                0,
-                RowError(
-                    None,
-                    table.headers["pipeline"],
-                    (
-                        f"the file mixes {len(pipelines)} pipelines ({', '.join(pipelines[:5])}); Cadence keeps one "
-                        "pipeline per engagement, so their deals are imported together."
-                    ),
-                ),
+            message = (
+                f"the file mixes {len(pipelines)} pipelines ({', '.join(pipelines[:5])}); Cadence keeps one "
+                "pipeline per engagement, so their deals are imported together."
             )
+            report.warnings.insert(0, RowError(None, table.headers["pipeline"], message))
     return rows
 
 

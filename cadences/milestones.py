@@ -352,7 +352,7 @@ class MilestoneCheckin:
         if not rows:
             return []
         message = checkin_message(run.facts, owner, day, rows, run.today)
-        return [Outgoing(Recipient.person(owner.id), "checkin", message, subject=f"milestone:d{day}")]
+        return [Outgoing(Recipient.person(owner.id), "checkin", message)]
 
 
 class MilestoneScorecard:

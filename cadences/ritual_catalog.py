@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from cadences.debriefs import DebriefFollowUp, DebriefPrompt
 from cadences.rituals import Ritual
 
 
 def all_rituals() -> list[Ritual]:
-    return []
+    return [DebriefPrompt(), DebriefFollowUp()]

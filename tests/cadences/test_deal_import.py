@@ -302,7 +302,7 @@ async def test_stage_owner_and_close_changes(db: Database, slug: str, tmp_path: 
     await run(db, FILES["generic"], "generic")
     changed = edited(
         tmp_path, "generic",
-        ("G-1002,Initech - Annual plan,Initech,jordan,solution,", "G-1002,Initech - Annual plan,Initech,casey,closed_won,"),
+        ("Initech - Annual plan,Initech,jordan,solution,", "Initech - Annual plan,Initech,casey,closed_won,"),
         ("G-1004,Contoso Retail - Pilot,Contoso Retail,casey@acme.example,qualification,12500,2027-02-26,pipeline,"
          "Confirm budget with CFO,",
          "G-1004,Contoso Retail - Pilot,Contoso Retail,casey@acme.example,qualification,12500,2027-02-26,pipeline,,"),
@@ -357,11 +357,11 @@ async def test_bad_rows_write_nothing(db: Database, slug: str, tmp_path: Path) -
 
 async def test_skip_invalid_imports_the_good_rows(db: Database, slug: str, tmp_path: Path) -> None:
     report = await run(db, bad_hubspot(tmp_path), "hubspot", skip_invalid=True)
-    assert (report.created, report.skipped, len(report.errors)) == (4, 3, 3)
+    assert (report.created, report.invalid, len(report.errors)) == (4, 3, 3)
     assert not report.rejected and report.written
     assert set(await deals_by_crm(db)) == {"18734920111", "18734920115", "18734920116", "18734920117"}
     (entry,) = await audits(db)
-    assert entry.outcome == "ok" and entry.detail["skipped"] == 3
+    assert entry.outcome == "ok" and entry.detail["invalid"] == 3
     assert report.summary().splitlines()[0] == (
         "Imported bad_deals.csv (HubSpot, 7 rows): 4 created, 0 updated, 0 unchanged. 3 invalid rows skipped."
     )
@@ -377,7 +377,7 @@ async def test_dry_run_writes_nothing(db: Database, slug: str, tmp_path: Path) -
     )
     # ... and against an existing pipeline it shows what would change.
     await run(db, FILES["generic"], "generic")
-    changed = edited(tmp_path, "generic", ("Initech,jordan,solution,\"$36,000\"", "Initech,jordan,solution,\"$39,000\""))
+    changed = edited(tmp_path, "generic", ('solution,"$36,000"', 'solution,"$39,000"'))
     plan = await run(db, changed, "generic", dry_run=True, now=LATER)
     assert (plan.updated, plan.unchanged) == (1, 6)
     assert (await deals_by_crm(db))["G-1002"].amount == Decimal(36_000)
@@ -405,15 +405,22 @@ async def test_row_level_rules(db: Database, slug: str, tmp_path: Path) -> None:
         ("2026-10-15,,,,,Inbound", "2026-10-15,sideways,,,,Inbound"),
         ("G-1006,Tailspin Aviation - Platform,Tailspin Aviation,priya,closed_lost,97000,2026-11-04",
          "G-1006,Tailspin Aviation - Platform,Tailspin Aviation,priya,closed_lost,€97000,"),
+        ("2026-06-12,2026-11-04,No Decision", "2026-06-12,,No Decision"),  # closed, but when?
+        ("G-1007,", "1.0071E+3,"),  # an id Excel turned into a number
     )  # fmt: skip
     report = await run(db, path, "generic")
     found = {(e.row, e.column): e.message for e in report.errors}
     assert set(found) == {
-        (3, "crm_id"), (4, "crm_id"), (5, "close_date"), (6, "forecast"), (7, "amount"), (7, "closed_on"),
+        (3, "crm_id"), (4, "crm_id"), (5, "close_date"), (5, "forecast"), (6, "forecast"), (7, "amount"),
+        (7, "close_date"), (8, "crm_id"),
     }  # fmt: skip
     assert found[(4, "crm_id")] == "G-1001 is already on row 2; each CRM id may appear once."
     assert found[(5, "close_date")] == '"26/02/2027" isn\'t a date in generic CSV\'s format (YYYY-MM-DD).'
     assert "reports in USD" in found[(7, "amount")]
+    assert found[(8, "crm_id")].startswith('"1.0071E+3" looks like an id a spreadsheet turned into a number')
+    assert found[(7, "close_date")] == "the deal is closed lost but has no close date; give the date it closed."
+    assert found[(5, "forecast")] == 'the forecast category is "closed" but the stage Qualification is open.'
+    assert found[(6, "forecast")] == '"sideways" is not a forecast category (Commit, Best Case, Pipeline, Omitted).'
     assert await deals_by_crm(db) == {}
 
 
