@@ -732,8 +732,12 @@ class DebriefFollowUp:
         names = await load_names(run.session, facts.id, facts.engagement.currency)
         out: list[Outgoing] = []
         waiting = await _locked(run.session, facts.id, Debrief.status.in_(OUTSTANDING))
+        prompted: set[int] = set()
         for debrief in waiting:
-            out += await _prompt(run, debrief, names, f"-{debrief.id}")
+            prompts = await _prompt(run, debrief, names, f"-{debrief.id}")
+            if prompts:
+                prompted.add(debrief.id)
+            out += prompts
         recent = await _locked(
             run.session,
             facts.id,
@@ -743,38 +747,30 @@ class DebriefFollowUp:
         )
         for debrief in recent:
             out += await _share(run, debrief, names, f"-{debrief.id}")
-        out += await _remind_and_escalate(run, on, [d for d in waiting if d.status == "open"], names)
+        # A debrief whose questions go out only now is not reminded about in the same breath.
+        chase = [d for d in waiting if d.status == "open" and d.id not in prompted]
+        out += await _remind_and_escalate(run, on, chase, names)
         return out
 
 
-async def _detect_stalls(run: RitualRun) -> list[int]:
+async def _detect_stalls(run: RitualRun) -> None:
     """Debriefs for open deals with no stage change for `stalled_days`, not yet asked about this stall."""
     facts = run.facts
     if not questions_for(facts.settings, "stalled"):
-        return []
+        return
     cutoff = run.now - timedelta(days=facts.settings.debriefs.stalled_days)
     asked = exists().where(
         Debrief.deal_id == Deal.id, Debrief.trigger == "stalled", Debrief.created_at >= Deal.stage_changed_at
     )
-    deals = (
-        (
-            await run.session.execute(
-                select(Deal)
-                .where(Deal.engagement_id == facts.id, Deal.is_open.is_(True), Deal.stage_changed_at <= cutoff, ~asked)
-                .order_by(Deal.stage_changed_at, Deal.id)
-                .limit(STALL_BATCH)
-            )
-        )
-        .scalars()
-        .all()
+    stalled = (
+        select(Deal)
+        .where(Deal.engagement_id == facts.id, Deal.is_open.is_(True), Deal.stage_changed_at <= cutoff, ~asked)
+        .order_by(Deal.stage_changed_at, Deal.id)
+        .limit(STALL_BATCH)
     )
-    created = []
-    for deal in deals:
+    for deal in (await run.session.execute(stalled)).scalars().all():
         key = deal.stage_changed_at.astimezone(facts.tz).date().isoformat()
-        new_id = await record_debrief(run.session, facts.settings, deal, "stalled", key, run.now)
-        if new_id is not None:
-            created.append(new_id)
-    return created
+        await record_debrief(run.session, facts.settings, deal, "stalled", key, run.now)
 
 
 def escalation_target(facts: EngagementFacts, owner: PersonFacts) -> PersonFacts | None:
@@ -938,37 +934,29 @@ async def win_loss_summary(session: AsyncSession, engagement_id: int, start: dat
             await session.execute(
                 select(Deal.created_on, Deal.close_date).join(Stage, Stage.id == Deal.stage_id).where(*where, _WON)
             )
-        ).tuples()
+        )
         if closed is not None
     ]
     reasons = (
-        (
-            await session.execute(
-                select(Deal.loss_reason, func.count(Deal.id), func.sum(Deal.amount))
-                .join(Stage, Stage.id == Deal.stage_id)
-                .where(*where, _LOST)
-                .group_by(Deal.loss_reason)
-                .order_by(func.count(Deal.id).desc(), Deal.loss_reason)
-                .limit(7)
-            )
+        await session.execute(
+            select(Deal.loss_reason, func.count(Deal.id), func.sum(Deal.amount))
+            .join(Stage, Stage.id == Deal.stage_id)
+            .where(*where, _LOST)
+            .group_by(Deal.loss_reason)
+            .order_by(func.count(Deal.id).desc(), Deal.loss_reason)
+            .limit(7)
         )
-        .tuples()
-        .all()
-    )
+    ).all()
     rivals = (
-        (
-            await session.execute(
-                select(func.max(Deal.competitor), func.count(Deal.id), func.sum(Deal.amount))
-                .join(Stage, Stage.id == Deal.stage_id)
-                .where(*where, _LOST, Deal.competitor.is_not(None))
-                .group_by(func.lower(Deal.competitor))
-                .order_by(func.count(Deal.id).desc(), func.lower(Deal.competitor))
-                .limit(7)
-            )
+        await session.execute(
+            select(func.max(Deal.competitor), func.count(Deal.id), func.sum(Deal.amount))
+            .join(Stage, Stage.id == Deal.stage_id)
+            .where(*where, _LOST, Deal.competitor.is_not(None))
+            .group_by(func.lower(Deal.competitor))
+            .order_by(func.count(Deal.id).desc(), func.lower(Deal.competitor))
+            .limit(7)
         )
-        .tuples()
-        .all()
-    )
+    ).all()
     return WinLossSummary(
         start=start,
         end=end,
@@ -990,24 +978,20 @@ async def _lessons(session: AsyncSession, engagement: int, start: date, end: dat
     assert found is not None
     settings = engagement_settings(found)
     rows = (
-        (
-            await session.execute(
-                select(Debrief, Deal.name)
-                .join(Deal, Deal.id == Debrief.deal_id)
-                .where(
-                    Debrief.engagement_id == engagement,
-                    Debrief.status == "answered",
-                    Debrief.trigger.in_(("won", "lost")),
-                    Deal.close_date >= start,
-                    Deal.close_date <= end,
-                )
-                .order_by(Debrief.answered_at.desc(), Debrief.id.desc())
-                .limit(limit)
+        await session.execute(
+            select(Debrief, Deal.name)
+            .join(Deal, Deal.id == Debrief.deal_id)
+            .where(
+                Debrief.engagement_id == engagement,
+                Debrief.status == "answered",
+                Debrief.trigger.in_(("won", "lost")),
+                Deal.close_date >= start,
+                Deal.close_date <= end,
             )
+            .order_by(Debrief.answered_at.desc(), Debrief.id.desc())
+            .limit(limit)
         )
-        .tuples()
-        .all()
-    )
+    ).all()
     lessons = []
     for debrief, name in rows:
         free = [q.key for q in questions_for(settings, debrief.trigger) if not q.choices]

@@ -6,7 +6,8 @@ fractional CRO typically finds on day one at a $1–20M ARR B2B SaaS company: ab
 spread over the reps, most of them healthy, a few with exactly the problems the cadence exists to catch
 (close dates already passed, no update in weeks, no next step, no amount, slipped twice, stalled in a
 stage, a couple of big late-stage deals everyone is counting on), plus twelve months of won and lost
-deals so win rates, cycle lengths and loss reasons have data.
+deals so win rates, cycle lengths and loss reasons have data. The past week has movement of every kind
+the review reports: new deals, advances, a regression, slips, a pull-in, wins and losses.
 
 Every deal is built as a timeline of events (create, stage moves, amount revisions, slips, forecast
 changes, next-step updates, "still accurate" confirmations, the win or the loss), and the deal's final
@@ -77,13 +78,15 @@ COMPANIES: tuple[str, ...] = (
     "Islebrook Pharma", "Jadestone Capital", "Kettlebrook Farms", "Lodestar Fleet", "Moonvale Health",
     "Nimbus Ridge Cloud",
 )  # fmt: skip
-COMPETITORS: tuple[str, ...] = ("Pipewise", "Forecastly", "Quotaflow", "Revkit", "Closewell", "an in-house build")
+COMPETITORS: tuple[str, ...] = ("Pipewise", "Forecastly", "Quotaflow", "Revkit", "Closewell", "In-house build")
 SOURCES: tuple[str, ...] = ("Inbound", "Outbound", "Partner", "Event")
 SEGMENTS: tuple[str, ...] = ("SMB", "Mid-market", "Enterprise")
-DEAL_KINDS: tuple[str, ...] = (
-    "New business", "Platform", "Annual plan", "Pilot", "Team rollout", "Expansion", "Multi-year",
-    "Enterprise license",
-)  # fmt: skip
+# What the deal is called after the company, by segment: nobody sells an "Enterprise license" for $12k.
+DEAL_KINDS: dict[str, tuple[str, ...]] = {
+    "SMB": ("New business", "Annual plan", "Pilot", "Team plan", "Starter plan", "Upgrade"),
+    "Mid-market": ("New business", "Platform", "Annual plan", "Pilot", "Team rollout", "Expansion"),
+    "Enterprise": ("Platform", "Enterprise license", "Multi-year", "Expansion", "Global rollout", "Pilot"),
+}
 # The README walks a new user through `/deal new "Globex Corp"`; keeping Globex out of the seeded open
 # pipeline means that walkthrough never hits an "already exists" or "which Globex?" question.
 _KEPT_OUT_OF_OPEN = frozenset({"Globex Corp"})
@@ -258,7 +261,6 @@ class _Seeder:
     rng: random.Random
     today: date
     tz: ZoneInfo
-    currency: str
     reps: Sequence[Person]
     open_stages: Sequence[Stage]
     won: Stage
@@ -282,15 +284,15 @@ class _Seeder:
 
     def amount(self, segment: str) -> Decimal:
         """Mostly $20–80k, SMB deals smaller and enterprise ones up to $220k, rounded like reps round."""
-        low, high, mode = {"SMB": (8_000, 30_000, 16_000), "Mid-market": (20_000, 90_000, 42_000)}.get(
-            segment, (60_000, 220_000, 95_000)
+        low, high, mode = {"SMB": (8_000, 35_000, 22_000), "Mid-market": (20_000, 85_000, 45_000)}.get(
+            segment, (60_000, 220_000, 90_000)
         )
         raw = self.rng.triangular(low, high, mode)
         step = 500 if raw < 50_000 else 1_000
         return Decimal(round(raw / step) * step)
 
-    def deal_name(self, company: str) -> str:
-        kinds = list(DEAL_KINDS)
+    def deal_name(self, company: str, segment: str) -> str:
+        kinds = list(DEAL_KINDS[segment])
         self.rng.shuffle(kinds)
         for kind in kinds:
             name = f"{company} - {kind}"
@@ -335,7 +337,7 @@ class _Seeder:
             stage = self.open_stages[j]
             values: dict[str, Any] = {"stage": stage}
             forecast = self.forecast(stage)
-            if forecast != ForecastCategory.PIPELINE.value or line.state.get("forecast_category") is None:
+            if forecast != ForecastCategory.PIPELINE.value:  # a rep rarely downgrades a forecast on a move
                 values["forecast_category"] = forecast
             if with_next_steps:
                 values["next_step"] = self.next_step(stage, line.state.get("next_step"))
@@ -355,10 +357,13 @@ class _Seeder:
         return [created_days_ago, *(created_days_ago - c for c in cuts), last_change_days_ago]
 
     def open_deal(self, company: str, owner: Person, problem: str) -> _Timeline:
-        """One open deal; `problem` is a planted hygiene problem, "mover" (moved stage this week), "new"
-        (created this week) or "healthy"."""
+        """One open deal; `problem` is a planted hygiene problem, or a healthy deal's role in this week's
+        movement: "mover" (advanced), "new" (created), "regressed" (moved back a stage), "pulled_in" (close
+        date moved earlier), or "healthy"."""
         rng = self.rng
         n = len(self.open_stages)
+        if problem == "regressed" and n < 3:
+            problem = "mover"
         if problem == "big_late":
             stage_i = rng.randint(max(n - 2, 0), n - 1)
         elif problem in ("stalled", "past_close"):
@@ -367,9 +372,11 @@ class _Seeder:
             stage_i = rng.randint(min(1, n - 1), n - 1)
         elif problem == "new":
             stage_i = 0
+        elif problem == "regressed":
+            stage_i = rng.randint(1, n - 2)
         else:
             stage_i = self.open_stage_index()
-        segment = "Enterprise" if problem == "big_late" else rng.choices(SEGMENTS, [30, 50, 20])[0]
+        segment = "Enterprise" if problem == "big_late" else rng.choices(SEGMENTS, [25, 60, 15])[0]
         amount: Decimal | None = (
             Decimal(rng.randrange(150_000, 220_001, 5_000)) if problem == "big_late" else self.amount(segment)
         )
@@ -389,12 +396,16 @@ class _Seeder:
         elif problem in ("mover", "new"):
             last_move = rng.randint(1, 4)
             touched = last_move
+        elif problem == "regressed":
+            last_move = rng.randint(6, 15)  # into the stage it falls back from this week
+            touched = rng.randint(1, 4)
         else:
             last_move = rng.randint(4, 18)
             touched = rng.randint(1, 4)
         touched = min(touched, last_move)
-        created = last_move + sum(rng.randint(5, 16) for _ in range(stage_i))
-        entries_days = self._stage_entries(created, last_move, stage_i)
+        reached = stage_i + 1 if problem == "regressed" else stage_i
+        created = last_move + sum(rng.randint(5, 16) for _ in range(reached))
+        entries_days = self._stage_entries(created, last_move, reached)
         entries = [self.at(d) for d in entries_days]
 
         # The close date it ends with, and what it started at (earlier if it slipped).
@@ -413,6 +424,8 @@ class _Seeder:
         if deltas and sum(deltas) > room:
             deltas = [max(room // len(deltas), 1)] * len(deltas)
         initial_close = final_close - timedelta(days=sum(deltas))
+        if problem == "pulled_in":
+            initial_close = final_close + timedelta(days=rng.randint(14, 30))
 
         line = _Timeline()
         first = self.open_stages[0]
@@ -420,7 +433,7 @@ class _Seeder:
         line.create(
             entries[0],
             {
-                "name": self.deal_name(company),
+                "name": self.deal_name(company, segment),
                 "account": company,
                 "amount": amount,
                 "close_date": initial_close,
@@ -436,7 +449,7 @@ class _Seeder:
         self._walk_stages(
             line,
             entries,
-            stage_i,
+            reached,
             with_next_steps=not no_next,
             revise_amount=problem != "big_late" and rng.random() < 0.35,
         )
@@ -451,6 +464,16 @@ class _Seeder:
             for days_ago, delta in zip(sorted(slip_days, reverse=True), deltas, strict=True):
                 close += timedelta(days=delta)
                 line.slip(self.at(days_ago), close)
+        if problem == "regressed":  # the buyer's committee reopened the evaluation
+            back = self.open_stages[stage_i]
+            line.change(
+                self.at(touched),
+                stage=back,
+                forecast_category=ForecastCategory.PIPELINE.value,
+                next_step=self.next_step(back, line.state.get("next_step")),
+            )
+        elif problem == "pulled_in":  # the buyer wants it live before their quarter ends
+            line.change(self.at(touched), close_date=final_close)
 
         # The last touch before the review: a next-step update or a "still accurate".
         when = self.at(touched)
@@ -487,7 +510,7 @@ class _Seeder:
         line.create(
             entries[0],
             {
-                "name": self.deal_name(company),
+                "name": self.deal_name(company, segment),
                 "account": company,
                 "amount": self.amount(segment),
                 "close_date": planned,
@@ -583,15 +606,15 @@ async def seed_demo_pipeline(db: Database, engagement_slug: str, *, today: date,
 
         tz = ZoneInfo(eng.timezone)
         rng = random.Random(seed)
-        seeder = _Seeder(rng, today, tz, eng.currency, reps, open_stages, won, lost)
+        seeder = _Seeder(rng, today, tz, reps, open_stages, won, lost)
 
         # Open pipeline: problems planted on shuffled slots so they land across reps and stages.
         roles = [label for label, count in _PROBLEMS for _ in range(count)]
         roles += ["healthy"] * (OPEN_DEALS - len(roles))
         rng.shuffle(roles)
         healthy_slots = [i for i, r in enumerate(roles) if r == "healthy"]
-        for i, slot in enumerate(rng.sample(healthy_slots, min(9, len(healthy_slots)))):
-            roles[slot] = "mover" if i < 6 else "new"
+        for i, slot in enumerate(rng.sample(healthy_slots, min(11, len(healthy_slots)))):
+            roles[slot] = "mover" if i < 6 else "new" if i < 9 else ("regressed", "pulled_in")[i - 9]
         open_companies = rng.sample([c for c in COMPANIES if c not in _KEPT_OUT_OF_OPEN], OPEN_DEALS)
         owners = [reps[i % len(reps)] for i in range(OPEN_DEALS)]
         rng.shuffle(owners)

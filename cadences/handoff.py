@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cadences.authz import Action, allowed
 from cadences.context import Context
 from cadences.messages import Actions, Block, Button, FieldItem, Fields, Header, Message, Paragraph, Table
-from cadences.milestones import GRACE, LIST_LIMIT, PlanError, long_date, weekly
+from cadences.milestones import GRACE, LIST_LIMIT, PlanError, long_date, plural, weekly
 from cadences.periods import end_of_month, is_business_day, next_business_day_on_or_after, previous_business_day
 from cadences.pipeline_review import current_host
 from cadences.rituals import Due, EngagementFacts, Outgoing, PersonFacts, Recipient, RitualRun, in_window
@@ -109,88 +109,131 @@ class Readiness:
         first = incoming.name.split()[0]
         if not self.hosted_by_incoming:
             return line + f"; {first} takes it over and has not hosted one yet."
-        return (line + f"; {first} has hosted {self.recent_by_incoming} of the last "
-                f"{_plural(self.recent_reviews, 'review')} ({self.hosted_by_incoming} in all).")
+        return (
+            line + f"; {first} has hosted {self.recent_by_incoming} of the last "
+            f"{plural(self.recent_reviews, 'review')} ({self.hosted_by_incoming} in all)."
+        )
 
     @property
     def tasks_line(self) -> str:
-        line = f"{self.tasks_done} of {_plural(self.tasks_total, 'hand-over task')} done"
+        line = f"{self.tasks_done} of {plural(self.tasks_total, 'task')} done"
         if self.unowned:
             line += f", {len(self.unowned)} without an internal owner"
         return line
 
 
 async def readiness(session: AsyncSession, facts: EngagementFacts, today: date) -> Readiness:
+    """Readiness as of `today`, counted in SQL; the review host is whoever `current_host` says runs it now."""
     cro = facts.cro
     is_open = HandoffTask.status == "open"
     with_cro = and_(is_open, HandoffTask.from_id == cro.id) if cro else false()
-    counts = (await session.execute(
-        select(
-            func.count(HandoffTask.id),
-            func.coalesce(func.sum(case((HandoffTask.status == "done", 1), else_=0)), 0),
-            func.coalesce(func.sum(case((with_cro, 1), else_=0)), 0),
-        ).where(HandoffTask.engagement_id == facts.id)
-    )).one()
-    unowned = (await session.execute(
-        select(HandoffTask.title).where(HandoffTask.engagement_id == facts.id, is_open, HandoffTask.to_id.is_(None))
-        .order_by(HandoffTask.position, HandoffTask.id).limit(LIST_LIMIT)
-    )).scalars().all()
-    incoming_id = (await session.execute(
-        select(HandoffTask.to_id).where(HandoffTask.engagement_id == facts.id, HandoffTask.ritual == "pipeline_review")
-        .order_by(HandoffTask.position, HandoffTask.id).limit(1)
-    )).scalar_one_or_none()
+    counts = (
+        await session.execute(
+            select(
+                func.count(HandoffTask.id),
+                func.coalesce(func.sum(case((HandoffTask.status == "done", 1), else_=0)), 0),
+                func.coalesce(func.sum(case((with_cro, 1), else_=0)), 0),
+            ).where(HandoffTask.engagement_id == facts.id)
+        )
+    ).one()
+    unowned = (
+        (
+            await session.execute(
+                select(HandoffTask.title)
+                .where(HandoffTask.engagement_id == facts.id, is_open, HandoffTask.to_id.is_(None))
+                .order_by(HandoffTask.position, HandoffTask.id)
+                .limit(LIST_LIMIT)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    incoming_id = (
+        await session.execute(
+            select(HandoffTask.to_id)
+            .where(HandoffTask.engagement_id == facts.id, HandoffTask.ritual == "pipeline_review")
+            .order_by(HandoffTask.position, HandoffTask.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
     hosted = recent = recent_hosted = 0
     if incoming_id is not None:
         hosted, recent, recent_hosted = await _reviews_hosted(session, facts, incoming_id, today)
     exit_date = facts.engagement.exit_date
     return Readiness(
-        exit_date=exit_date, days_to_exit=(exit_date - today).days, tasks_total=int(counts[0]),
-        tasks_done=int(counts[1]), open_with_cro=int(counts[2]), unowned=tuple(unowned),
+        exit_date=exit_date,
+        days_to_exit=(exit_date - today).days,
+        tasks_total=int(counts[0]),
+        tasks_done=int(counts[1]),
+        open_with_cro=int(counts[2]),
+        unowned=tuple(unowned),
         review_host=await current_host(session, facts, "pipeline_review"),
         incoming_host=facts.person(incoming_id) if incoming_id is not None else None,
-        hosted_by_incoming=hosted, recent_reviews=recent, recent_by_incoming=recent_hosted,
+        hosted_by_incoming=hosted,
+        recent_reviews=recent,
+        recent_by_incoming=recent_hosted,
     )
 
 
-async def _reviews_hosted(session: AsyncSession, facts: EngagementFacts, host_id: int,
-                          today: date) -> tuple[int, int, int]:
+async def _reviews_hosted(
+    session: AsyncSession, facts: EngagementFacts, host_id: int, today: date
+) -> tuple[int, int, int]:
     """(reviews `host_id` hosted up to the exit, the last few reviews up to today, how many of those)."""
     exit_date = facts.engagement.exit_date
     until_exit = facts.local(exit_date + timedelta(days=1), time(0))
     until_today = facts.local(min(today, exit_date) + timedelta(days=1), time(0))
-    reviews = and_(Occurrence.engagement_id == facts.id, Occurrence.ritual == "pipeline_review",
-                   Occurrence.status == "planned")
-    hosted = (await session.execute(
-        select(func.count(Occurrence.id)).where(reviews, Occurrence.host_id == host_id, Occurrence.due_at < until_exit)
-    )).scalar_one()
-    last = (select(Occurrence.host_id).where(reviews, Occurrence.due_at < until_today)
-            .order_by(Occurrence.due_at.desc()).limit(RECENT_REVIEWS).subquery())
-    recent, recent_hosted = (await session.execute(
-        select(func.count(), func.coalesce(func.sum(case((last.c.host_id == host_id, 1), else_=0)), 0))
-        .select_from(last)
-    )).one()
+    reviews = and_(
+        Occurrence.engagement_id == facts.id, Occurrence.ritual == "pipeline_review", Occurrence.status == "planned"
+    )
+    hosted = (
+        await session.execute(
+            select(func.count(Occurrence.id)).where(
+                reviews, Occurrence.host_id == host_id, Occurrence.due_at < until_exit
+            )
+        )
+    ).scalar_one()
+    last = (
+        select(Occurrence.host_id)
+        .where(reviews, Occurrence.due_at < until_today)
+        .order_by(Occurrence.due_at.desc())
+        .limit(RECENT_REVIEWS)
+        .subquery()
+    )
+    recent, recent_hosted = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(case((last.c.host_id == host_id, 1), else_=0)), 0)).select_from(
+                last
+            )
+        )
+    ).one()
     return int(hosted), int(recent), int(recent_hosted)
 
 
 # --- queries and words ----------------------------------------------------------------------------
 
 
-async def tasks(session: AsyncSession, engagement_id: int, *, open_only: bool = False) -> list[HandoffTask]:
+async def tasks(session: AsyncSession, engagement_id: int) -> list[HandoffTask]:
     """Hand-over tasks, soonest due first (the most days before the exit), then in file order."""
-    stmt = select(HandoffTask).where(HandoffTask.engagement_id == engagement_id)
-    if open_only:
-        stmt = stmt.where(HandoffTask.status == "open")
-    stmt = stmt.order_by(HandoffTask.due_days_before_exit.desc(), HandoffTask.position, HandoffTask.id)
+    stmt = (
+        select(HandoffTask)
+        .where(HandoffTask.engagement_id == engagement_id)
+        .order_by(HandoffTask.due_days_before_exit.desc(), HandoffTask.position, HandoffTask.id)
+    )
     return list((await session.execute(stmt.limit(LIST_LIMIT))).scalars())
 
 
 async def overdue_tasks(session: AsyncSession, facts: EngagementFacts, today: date) -> list[HandoffTask]:
     """Open tasks whose due date is before `today` (the date arithmetic is done here, not in SQL)."""
     days_left = (facts.engagement.exit_date - today).days
-    stmt = (select(HandoffTask)
-            .where(HandoffTask.engagement_id == facts.id, HandoffTask.status == "open",
-                   HandoffTask.due_days_before_exit > days_left)
-            .order_by(HandoffTask.due_days_before_exit.desc(), HandoffTask.position, HandoffTask.id))
+    stmt = (
+        select(HandoffTask)
+        .where(
+            HandoffTask.engagement_id == facts.id,
+            HandoffTask.status == "open",
+            HandoffTask.due_days_before_exit > days_left,
+        )
+        .order_by(HandoffTask.due_days_before_exit.desc(), HandoffTask.position, HandoffTask.id)
+    )
     return list((await session.execute(stmt.limit(LIST_LIMIT))).scalars())
 
 
@@ -199,17 +242,14 @@ async def find_task(session: AsyncSession, engagement_id: int, typed: str) -> Ha
     needle = typed.strip().casefold()
     rows = await tasks(session, engagement_id)
     matches = [r for r in rows if r.key.casefold() == needle] or [
-        r for r in rows if needle and r.key.casefold().startswith(needle)]
+        r for r in rows if needle and r.key.casefold().startswith(needle)
+    ]
     if len(matches) == 1:
         return matches[0]
     if matches:
         raise PlanError(f'"{typed}" matches {", ".join(r.key for r in matches)}. Type the full key.')
     keys = ", ".join(r.key for r in rows) or "none yet"
     raise PlanError(f'There is no hand-over task "{typed}". The keys: {keys}. See /cadence handoff.')
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _name(facts: EngagementFacts, person_id: int | None, missing: str = "nobody yet") -> str:
@@ -219,12 +259,18 @@ def _name(facts: EngagementFacts, person_id: int | None, missing: str = "nobody 
 
 def task_buttons(task: HandoffTask) -> list[Button]:
     """Mark done runs as it is; Assign is a template (the console shows it, the person fills the name)."""
-    assign = Button(label="Assign", action_id="handoff_assign", value=str(task.id),
-                    command=f"/cadence handoff {task.key} to=@...")
+    assign = Button(
+        label="Assign", action_id="handoff_assign", value=str(task.id), command=f"/cadence handoff {task.key} to=@..."
+    )
     if task.to_id is None:
         return [assign]
-    done = Button(label="Mark done", action_id="handoff_status", value=f"{task.id}:done",
-                  command=f"/cadence handoff {task.key} done", style="primary")
+    done = Button(
+        label="Mark done",
+        action_id="handoff_status",
+        value=f"{task.id}:done",
+        command=f"/cadence handoff {task.key} done",
+        style="primary",
+    )
     return [done, assign]
 
 
@@ -239,35 +285,53 @@ def _task_rows(tasks_: Sequence[HandoffTask], facts: EngagementFacts, today: dat
     for task in tasks_:
         due = task_due(facts, task.due_days_before_exit)
         left = (due - today).days
-        rows.append([
-            task.key, task.title, f"{_name(facts, task.from_id, 'nobody')} → {_name(facts, task.to_id)}",
-            f"{due:%a %b %-d, %Y}", "—" if task.status == "done" else (str(left) if left >= 0 else f"{-left} late"),
-            _status(task, facts, today),
-        ])
+        rows.append(
+            [
+                task.key,
+                task.title,
+                f"{_name(facts, task.from_id, 'nobody')} → {_name(facts, task.to_id)}",
+                f"{due:%a %b %-d, %Y}",
+                "—" if task.status == "done" else (str(left) if left >= 0 else f"{-left} late"),
+                _status(task, facts, today),
+            ]
+        )
     return rows
 
 
+def _task_list(tasks_: Sequence[HandoffTask], facts: EngagementFacts, today: date) -> Table:
+    return Table(
+        columns=["Key", "Task", "From → To", "Due", "Days left", "Status"], rows=_task_rows(tasks_, facts, today)
+    )
+
+
 def readiness_fields(r: Readiness) -> Fields:
-    return Fields(items=[
-        FieldItem(label="Exit", value=f"{long_date(r.exit_date)} ({_plural(r.days_to_exit, 'day')} away)"
-                  if r.days_to_exit >= 0 else f"{long_date(r.exit_date)} (passed)"),
-        FieldItem(label="Hand-over", value=r.tasks_line),
-        FieldItem(label="No internal owner yet", value=", ".join(r.unowned) or "none"),
-        FieldItem(label="Pipeline review", value=r.review_line),
-    ])
+    return Fields(
+        items=[
+            FieldItem(
+                label="Exit",
+                value=f"{long_date(r.exit_date)} ({plural(r.days_to_exit, 'day')} away)"
+                if r.days_to_exit >= 0
+                else f"{long_date(r.exit_date)} (passed)",
+            ),
+            FieldItem(label="Hand-over", value=r.tasks_line),
+            FieldItem(label="No internal owner yet", value=", ".join(r.unowned) or "none"),
+            FieldItem(label="Pipeline review", value=r.review_line),
+        ]
+    )
 
 
 def handoff_message(facts: EngagementFacts, tasks_: Sequence[HandoffTask], r: Readiness, today: date) -> Message:
     """`/cadence handoff`: every task from → to with its due date, days left and status, then readiness."""
-    summary = f"Hand-over: {r.tasks_line}; {_plural(r.days_to_exit, 'day')} to the exit"
+    summary = f"Hand-over: {r.tasks_line}; {plural(r.days_to_exit, 'day')} to the exit"
     blocks: list[Block] = [Header(text=summary)]
     if tasks_:
-        blocks.append(Table(columns=["Key", "Task", "From → To", "Due", "Days left", "Status"],
-                            rows=_task_rows(tasks_, facts, today)))
+        blocks.append(_task_list(tasks_, facts, today))
     else:
         blocks.append(Paragraph(text="The engagement file has no hand-over list. Add a `handoff:` section."))
-    blocks += [readiness_fields(r),
-               Paragraph(text="/cadence handoff <key> done [note=...]   /cadence handoff <key> to=@name", muted=True)]
+    blocks += [
+        readiness_fields(r),
+        Paragraph(text="/cadence handoff <key> done [note=...]   /cadence handoff <key> to=@name", muted=True),
+    ]
     return Message(text=summary, blocks=blocks, ephemeral=True)
 
 
@@ -276,13 +340,17 @@ def task_card(facts: EngagementFacts, task: HandoffTask, today: date, *, intro: 
     text = intro or f"Hand-over task {task.key}: {task.title}"
     blocks: list[Block] = [
         Header(text=text),
-        Fields(items=[
-            FieldItem(label="Task", value=task.title),
-            FieldItem(label="From → To", value=f"{_name(facts, task.from_id, 'nobody')} → {_name(facts, task.to_id)}"),
-            FieldItem(label="Due", value=f"{long_date(due)} ({when(due, today)})"),
-            FieldItem(label="Status", value=_status(task, facts, today)),
-            *([FieldItem(label="Note", value=task.status_note)] if task.status_note else []),
-        ]),
+        Fields(
+            items=[
+                FieldItem(label="Task", value=task.title),
+                FieldItem(
+                    label="From → To", value=f"{_name(facts, task.from_id, 'nobody')} → {_name(facts, task.to_id)}"
+                ),
+                FieldItem(label="Due", value=f"{long_date(due)} ({when(due, today)})"),
+                FieldItem(label="Status", value=_status(task, facts, today)),
+                *([FieldItem(label="Note", value=task.status_note)] if task.status_note else []),
+            ]
+        ),
     ]
     if task.status == "open":
         blocks.append(Actions(buttons=task_buttons(task)))
@@ -300,10 +368,14 @@ class TaskChange:
 
 async def _locked(session: AsyncSession, engagement_id: int, key: str) -> HandoffTask:
     found = await find_task(session, engagement_id, key)
-    return (await session.execute(
-        select(HandoffTask).where(HandoffTask.id == found.id).with_for_update()
-        .execution_options(populate_existing=True)
-    )).scalar_one()
+    return (
+        await session.execute(
+            select(HandoffTask)
+            .where(HandoffTask.id == found.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
 
 
 async def set_task_status(ctx: Context, key: str, status: str, note: str | None) -> TaskChange:
@@ -312,8 +384,9 @@ async def set_task_status(ctx: Context, key: str, status: str, note: str | None)
     async with ctx.db.write() as session:
         task = await _locked(session, ctx.engagement.id, key)
         if not allowed(actor, Action.UPDATE_PLAN, owns=task.to_id == actor.id):
-            raise PlanError("Only the task's new owner, a manager, a founder or the CRO can mark a hand-over task "
-                            "done.", "denied")
+            raise PlanError(
+                "Only the task's new owner, a manager, a founder or the CRO can mark a hand-over task done.", "denied"
+            )
         changes = {"status": [task.status, status]} if task.status != status else {}
         task.status = status
         task.status_note = note
@@ -365,11 +438,6 @@ def _first(person: PersonFacts | None, missing: str = "the CRO") -> str:
     return person.name.split()[0] if person else missing
 
 
-def _task_list(tasks_: Sequence[HandoffTask], facts: EngagementFacts, today: date) -> Table:
-    return Table(columns=["Key", "Task", "From → To", "Due", "Days left", "Status"],
-                 rows=_task_rows(tasks_, facts, today))
-
-
 class HandoffReminder:
     """The ladder: each open task is announced 60 and 30 days before it is due, pressed at 14 and 7,
     and confirmed the day before; the CRO is copied on the last steps, and an unowned task goes to the
@@ -381,15 +449,23 @@ class HandoffReminder:
         at = facts.settings.handoff.time
         for key, due_on in facts.handoff_due:
             for days in facts.settings.handoff.reminder_days_before_due:
-                due = Due(self.name, f"{key}/d{days}", facts.local(reminder_date(due_on, days, facts.holidays), at),
-                          GRACE, {"task": key, "days_before": days})
+                due = Due(
+                    self.name,
+                    f"{key}/d{days}",
+                    facts.local(reminder_date(due_on, days, facts.holidays), at),
+                    GRACE,
+                    {"task": key, "days_before": days},
+                )
                 if in_window(due, start, end):
                     yield due
 
     async def plan(self, run: RitualRun) -> Sequence[Outgoing]:
         facts, detail = run.facts, run.occurrence.detail
-        task = (await run.session.execute(select(HandoffTask).where(
-            HandoffTask.engagement_id == facts.id, HandoffTask.key == detail["task"]))).scalar_one_or_none()
+        task = (
+            await run.session.execute(
+                select(HandoffTask).where(HandoffTask.engagement_id == facts.id, HandoffTask.key == detail["task"])
+            )
+        ).scalar_one_or_none()
         if task is None or task.status != "open":
             return []
         days = int(detail["days_before"])
@@ -399,19 +475,26 @@ class HandoffReminder:
         giver, taker = facts.person(task.from_id), facts.person(task.to_id) if task.to_id else None
         if taker is None:
             summary = f"{head}: nobody owns “{task.title}” yet"
-            body = (f"“{task.title}” is due {long_date(due)} ({when(due, run.today)}) and has no internal owner. "
-                    f"Who will own it after {_first(facts.cro)} leaves? Assign it with "
-                    f"/cadence handoff {task.key} to=@name.")
+            body = (
+                f"“{task.title}” is due {long_date(due)} ({when(due, run.today)}) and has no internal owner. "
+                f"Who will own it after {_first(facts.cro)} leaves? Assign it with "
+                f"/cadence handoff {task.key} to=@name."
+            )
             recipients = _cro_and_founders(facts)
         else:
             summary = f"{head}: “{task.title}” moves to {taker.name} by {long_date(due)}"
-            body = f"{_name(facts, task.from_id, 'The CRO')} hands “{task.title}” to {taker.name}, " \
-                   f"due {long_date(due)} ({when(due, run.today)}). " + _advice(word, giver, taker)
+            body = (
+                f"{_name(facts, task.from_id, 'The CRO')} hands “{task.title}” to {taker.name}, "
+                f"due {long_date(due)} ({when(due, run.today)}). " + _advice(word, giver, taker)
+            )
             recipients = _unique([giver, taker, facts.cro if days <= CRO_COPIED_FROM_DAYS else None])
-        message = Message(text=summary, blocks=[Header(text=summary), Paragraph(text=body),
-                                                Actions(buttons=task_buttons(task))])
-        return [Outgoing(Recipient.person(p.id), "handoff_reminder", message, subject=f"handoff:{task.id}")
-                for p in recipients]
+        message = Message(
+            text=summary, blocks=[Header(text=summary), Paragraph(text=body), Actions(buttons=task_buttons(task))]
+        )
+        return [
+            Outgoing(Recipient.person(p.id), "handoff_reminder", message, subject=f"handoff:{task.id}")
+            for p in recipients
+        ]
 
 
 def _advice(word: str, giver: PersonFacts | None, taker: PersonFacts) -> str:
@@ -443,19 +526,21 @@ class HandoffOverdue:
         late = await overdue_tasks(run.session, run.facts, run.today)
         if not late:
             return []
-        summary = f"{_plural(len(late), 'hand-over task')} overdue"
-        message = Message(text=summary, blocks=[
-            Header(text=summary),
-            Paragraph(text=f"These were due before today and are still open, {_plural(self._days(run), 'day')} "
-                           "before the exit. Mark each done when its new owner runs it, or assign an owner."),
-            _task_list(late, run.facts, run.today),
-            Paragraph(text="/cadence handoff <key> done   /cadence handoff <key> to=@name", muted=True),
-        ])
+        summary = f"{plural(len(late), 'hand-over task')} overdue"
+        days_left = (run.facts.engagement.exit_date - run.today).days
+        message = Message(
+            text=summary,
+            blocks=[
+                Header(text=summary),
+                Paragraph(
+                    text=f"These were due before today and are still open, {plural(days_left, 'day')} "
+                    "before the exit. Mark each done when its new owner runs it, or assign an owner."
+                ),
+                _task_list(late, run.facts, run.today),
+                Paragraph(text="/cadence handoff <key> done   /cadence handoff <key> to=@name", muted=True),
+            ],
+        )
         return [Outgoing(Recipient.person(p.id), "handoff_overdue", message) for p in _founders_or_cro(run.facts)]
-
-    @staticmethod
-    def _days(run: RitualRun) -> int:
-        return (run.facts.engagement.exit_date - run.today).days
 
 
 class ExitPlanning:
@@ -487,9 +572,11 @@ class ExitPlanning:
             summary = f"Month {month}: time to open exit planning — who will own each ritual?"
             blocks = [
                 Header(text=summary),
-                Paragraph(text=f"{_first(facts.cro)} leaves on {long_date(facts.engagement.exit_date)}. None of "
-                               "these has an internal owner yet; name one for each so there is time to prove it "
-                               "runs without the CRO."),
+                Paragraph(
+                    text=f"{_first(facts.cro)} leaves on {long_date(facts.engagement.exit_date)}. None of "
+                    "these has an internal owner yet; name one for each so there is time to prove it "
+                    "runs without the CRO."
+                ),
                 _task_list(all_tasks, facts, run.today),
                 Paragraph(text="/cadence handoff <key> to=@name", muted=True),
             ]
@@ -519,13 +606,18 @@ class OwnerWarning:
         if not r.unowned and not dependency:
             return []
         cro = _first(facts.cro)
-        summary = (f"{_plural(r.days_to_exit, 'day')} to {cro}'s exit: "
-                   + (f"{_plural(len(r.unowned), 'task')} with no internal owner" if r.unowned
-                      else "the function still depends on the CRO"))
+        summary = f"{plural(r.days_to_exit, 'day')} to {cro}'s exit: " + (
+            f"{plural(len(r.unowned), 'task')} with no internal owner"
+            if r.unowned
+            else "the function still depends on the CRO"
+        )
         blocks: list[Block] = [Header(text=summary)]
         if r.unowned:
-            blocks.append(Paragraph(text="Nobody owns these after the exit yet:\n"
-                                         + "\n".join(f"• {title}" for title in r.unowned)))
+            blocks.append(
+                Paragraph(
+                    text="Nobody owns these after the exit yet:\n" + "\n".join(f"• {title}" for title in r.unowned)
+                )
+            )
         if dependency:
             blocks.append(Paragraph(text=f"The function still depends on {cro}: " + " ".join(dependency)))
         blocks += [readiness_fields(r), Paragraph(text="/cadence handoff <key> to=@name", muted=True)]
@@ -542,7 +634,10 @@ def cro_dependency(facts: EngagementFacts, r: Readiness) -> list[str]:
     if r.review_host is not None and r.review_host.id == cro.id:
         reasons.append(f"{cro.name} still hosts the weekly pipeline review.")
     if r.open_with_cro and r.days_to_exit <= DEPENDENCY_DAYS:
-        held = "1 open hand-over task still sits" if r.open_with_cro == 1 else \
-            f"{r.open_with_cro} open hand-over tasks still sit"
-        reasons.append(f"{held} with {cro.name}, {_plural(r.days_to_exit, 'day')} before the exit.")
+        held = (
+            "1 open hand-over task still sits"
+            if r.open_with_cro == 1
+            else f"{r.open_with_cro} open hand-over tasks still sit"
+        )
+        reasons.append(f"{held} with {cro.name}, {plural(r.days_to_exit, 'day')} before the exit.")
     return reasons

@@ -64,11 +64,14 @@ def milestone_date(facts: EngagementFacts, day: int) -> date:
 
 
 def checkin_date(facts: EngagementFacts, day: int) -> date:
-    return add_business_days(milestone_date(facts, day), -facts.settings.milestones.checkin_business_days_before,
-                             facts.holidays)
+    return add_business_days(
+        milestone_date(facts, day), -facts.settings.milestones.checkin_business_days_before, facts.holidays
+    )
 
 
-def weekly(facts: EngagementFacts, start: datetime, end: datetime, first: date, last: date) -> Iterator[tuple[str, date]]:
+def weekly(
+    facts: EngagementFacts, start: datetime, end: datetime, first: date, last: date
+) -> Iterator[tuple[str, date]]:
     """(ISO week, day) for each week's Monday between `first` and `last`, in the engagement's zone.
 
     A Monday holiday moves the ritual to the next business day of the same week (the period stays the
@@ -106,19 +109,27 @@ class Progress:
 async def progress(session: AsyncSession, engagement_id: int, day: int) -> Progress:
     is_done = PlanDeliverable.status == "done"
     at_day = PlanDeliverable.milestone_day == day
-    row = (await session.execute(
-        select(
-            func.coalesce(func.sum(case((at_day, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((and_(at_day, is_done), 1), else_=0)), 0),
-            func.count(PlanDeliverable.id),
-            func.coalesce(func.sum(case((is_done, 1), else_=0)), 0),
-        ).where(PlanDeliverable.engagement_id == engagement_id, PlanDeliverable.milestone_day <= day)
-    )).one()
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(case((at_day, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((and_(at_day, is_done), 1), else_=0)), 0),
+                func.count(PlanDeliverable.id),
+                func.coalesce(func.sum(case((is_done, 1), else_=0)), 0),
+            ).where(PlanDeliverable.engagement_id == engagement_id, PlanDeliverable.milestone_day <= day)
+        )
+    ).one()
     return Progress(*(int(v) for v in row))
 
 
-async def deliverables(session: AsyncSession, engagement_id: int, *, days: Sequence[int] | None = None,
-                       owner_id: int | None = None, open_only: bool = False) -> list[PlanDeliverable]:
+async def deliverables(
+    session: AsyncSession,
+    engagement_id: int,
+    *,
+    days: Sequence[int] | None = None,
+    owner_id: int | None = None,
+    open_only: bool = False,
+) -> list[PlanDeliverable]:
     """Plan rows in plan order, optionally for some milestone days, one owner, or not yet done."""
     stmt = select(PlanDeliverable).where(PlanDeliverable.engagement_id == engagement_id)
     if days is not None:
@@ -139,10 +150,15 @@ async def overdue(session: AsyncSession, facts: EngagementFacts, today: date) ->
 async def find_deliverable(session: AsyncSession, engagement_id: int, typed: str) -> PlanDeliverable:
     """The deliverable someone means by `typed`: its exact key, else the one key that starts with it."""
     needle = typed.strip().casefold()
-    rows = list((await session.execute(
-        select(PlanDeliverable).where(PlanDeliverable.engagement_id == engagement_id)
-        .order_by(PlanDeliverable.milestone_day, PlanDeliverable.position)
-    )).scalars())
+    rows = list(
+        (
+            await session.execute(
+                select(PlanDeliverable)
+                .where(PlanDeliverable.engagement_id == engagement_id)
+                .order_by(PlanDeliverable.milestone_day, PlanDeliverable.position)
+            )
+        ).scalars()
+    )
     exact = [r for r in rows if r.key.casefold() == needle]
     matches = exact or [r for r in rows if needle and r.key.casefold().startswith(needle)]
     if len(matches) == 1:
@@ -170,9 +186,15 @@ def status_buttons(row: PlanDeliverable) -> list[Button]:
         command = f"/cadence deliverable {row.key} status={status}"
         if status in ("at_risk", "blocked"):
             command += ' note="..."'
-        buttons.append(Button(label=STATUS_LABELS[status], action_id="deliverable_status",
-                              value=f"{row.id}:{status}", command=command,
-                              style="primary" if status == "done" else None))
+        buttons.append(
+            Button(
+                label=STATUS_LABELS[status],
+                action_id="deliverable_status",
+                value=f"{row.id}:{status}",
+                command=command,
+                style="primary" if status == "done" else None,
+            )
+        )
     return buttons
 
 
@@ -187,18 +209,22 @@ def _names(facts: EngagementFacts) -> dict[int, str]:
     return {p.id: p.name for p in facts.people}
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """'1 deliverable', '3 deliverables' (every noun these messages count takes a plain -s)."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def checkin_message(facts: EngagementFacts, owner: PersonFacts, day: int, rows: Sequence[PlanDeliverable],
-                    today: date) -> Message:
+def checkin_message(
+    facts: EngagementFacts, owner: PersonFacts, day: int, rows: Sequence[PlanDeliverable], today: date
+) -> Message:
     on = milestone_date(facts, day)
-    summary = f"Day {day} check-in: {_plural(len(rows), 'deliverable')} of yours due {long_date(on)}"
+    summary = f"Day {day} check-in: {plural(len(rows), 'deliverable')} of yours due {long_date(on)}"
     blocks: list[Block] = [
         Header(text=summary),
-        Paragraph(text=f"Hi {owner.name.split()[0]}, the day-{day} milestone is on {long_date(on)}. "
-                       "Where do these stand? One tap each, or type the command with a note."),
+        Paragraph(
+            text=f"Hi {owner.name.split()[0]}, the day-{day} milestone is on {long_date(on)}. "
+            "Where do these stand? One tap each, or type the command with a note."
+        ),
     ]
     for row in rows:
         blocks += [Paragraph(text=_item_text(row, facts, today)), Actions(buttons=status_buttons(row))]
@@ -206,18 +232,24 @@ def checkin_message(facts: EngagementFacts, owner: PersonFacts, day: int, rows: 
 
 
 def chase_message(facts: EngagementFacts, owner: PersonFacts, rows: Sequence[PlanDeliverable], today: date) -> Message:
-    summary = f"{_plural(len(rows), 'plan deliverable')} of yours overdue"
+    summary = f"{plural(len(rows), 'plan deliverable')} of yours overdue"
     blocks: list[Block] = [
         Header(text=summary),
-        Paragraph(text=f"Hi {owner.name.split()[0]}, these were due at an earlier milestone and are not done. "
-                       "Mark them done, or say what is in the way so the CRO can help."),
+        Paragraph(
+            text=f"Hi {owner.name.split()[0]}, these were due at an earlier milestone and are not done. "
+            "Mark them done, or say what is in the way so the CRO can help."
+        ),
     ]
     for row in rows:
         on = milestone_date(facts, row.milestone_day)
         late = (today - on).days
-        blocks += [Paragraph(text=_item_text(row, facts, today)
-                             + f"\n  Due day {row.milestone_day} ({long_date(on)}), {_plural(late, 'day')} ago"),
-                   Actions(buttons=status_buttons(row))]
+        blocks += [
+            Paragraph(
+                text=_item_text(row, facts, today)
+                + f"\n  Due day {row.milestone_day} ({long_date(on)}), {plural(late, 'day')} ago"
+            ),
+            Actions(buttons=status_buttons(row)),
+        ]
     return Message(text=summary, blocks=blocks)
 
 
@@ -230,14 +262,24 @@ async def scorecard_message(session: AsyncSession, facts: EngagementFacts, day: 
     summary = f"Day {day} scorecard: {score.done} of {score.planned} done"
     table = Table(
         columns=["Deliverable", "Due", "Owner", "Status", "Note"],
-        rows=[[r.title, f"day {r.milestone_day}", names.get(r.owner_id or 0, "nobody"),
-               status_label(r, facts, today), r.status_note or ""] for r in [*rows, *late]],
+        rows=[
+            [
+                r.title,
+                f"day {r.milestone_day}",
+                names.get(r.owner_id or 0, "nobody"),
+                status_label(r, facts, today),
+                r.status_note or "",
+            ]
+            for r in [*rows, *late]
+        ],
     )
-    fields = Fields(items=[
-        FieldItem(label=f"Day {day} ({long_date(on)})", value=f"{score.done} of {score.planned} done"),
-        FieldItem(label="Plan to date", value=f"{score.done_to_date} of {score.planned_to_date} done"),
-        FieldItem(label="Overdue from earlier milestones", value=str(len(late))),
-    ])
+    fields = Fields(
+        items=[
+            FieldItem(label=f"Day {day} ({long_date(on)})", value=f"{score.done} of {score.planned} done"),
+            FieldItem(label="Plan to date", value=f"{score.done_to_date} of {score.planned_to_date} done"),
+            FieldItem(label="Overdue from earlier milestones", value=str(len(late))),
+        ]
+    )
     return Message(text=summary, blocks=[Header(text=summary), fields, table])
 
 
@@ -247,10 +289,12 @@ def plan_message(facts: EngagementFacts, rows: Sequence[PlanDeliverable], today:
     done = sum(r.status == "done" for r in rows)
     late = sum(r.status != "done" and milestone_date(facts, r.milestone_day) < today for r in rows)
     summary = f"30/60/90 plan: {done} of {len(rows)} done, {late} overdue — day {day_now} of the engagement"
-    blocks: list[Block] = [Header(text=f"30/60/90 plan — day {day_now} of the engagement"),
-                           Paragraph(text=f"{done} of {len(rows)} deliverables done, {late} overdue.")]
+    blocks: list[Block] = [
+        Header(text=f"30/60/90 plan — day {day_now} of the engagement"),
+        Paragraph(text=f"{done} of {len(rows)} deliverables done, {late} overdue."),
+    ]
     if not rows:
-        blocks.append(Paragraph(text="The engagement file has no plan. Add a `plan:` section and apply it."))
+        blocks.append(Paragraph(text="The engagement file's plan is empty."))
     names = _names(facts)
     phases = list(dict.fromkeys(r.phase for r in rows))
     for phase in phases:
@@ -259,13 +303,25 @@ def plan_message(facts: EngagementFacts, rows: Sequence[PlanDeliverable], today:
         phase_done = sum(r.status == "done" for r in mine)
         blocks += [
             Header(text=f"{PHASE_TITLES.get(phase, phase)} — by day {days[-1]}: {phase_done} of {len(mine)} done"),
-            Table(columns=["Key", "Deliverable", "Owner", "Status", "Due"],
-                  rows=[[r.key, r.title, names.get(r.owner_id or 0, "nobody"), status_label(r, facts, today),
-                         f"day {r.milestone_day}, {milestone_date(facts, r.milestone_day):%a %b %-d}"]
-                        for r in mine]),
+            Table(
+                columns=["Key", "Deliverable", "Owner", "Status", "Due"],
+                rows=[
+                    [
+                        r.key,
+                        r.title,
+                        names.get(r.owner_id or 0, "nobody"),
+                        status_label(r, facts, today),
+                        f"day {r.milestone_day}, {milestone_date(facts, r.milestone_day):%a %b %-d}",
+                    ]
+                    for r in mine
+                ],
+            ),
         ]
-    blocks.append(Paragraph(text='Update one: /cadence deliverable <key> status=done|on_track|at_risk|blocked note="..."',
-                            muted=True))
+    blocks.append(
+        Paragraph(
+            text='Update one: /cadence deliverable <key> status=done|on_track|at_risk|blocked note="..."', muted=True
+        )
+    )
     return Message(text=summary, blocks=blocks, ephemeral=True)
 
 
@@ -296,13 +352,18 @@ async def set_status(ctx: Context, key: str, status: str, note: str | None) -> S
         raise PlanError("You're not part of this engagement, so you can't update its plan.", "denied")
     async with ctx.db.write() as session:
         found = await find_deliverable(session, ctx.engagement.id, key)
-        row = (await session.execute(
-            select(PlanDeliverable).where(PlanDeliverable.id == found.id).with_for_update()
-            .execution_options(populate_existing=True)
-        )).scalar_one()
+        row = (
+            await session.execute(
+                select(PlanDeliverable)
+                .where(PlanDeliverable.id == found.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one()
         if not allowed(ctx.actor, Action.UPDATE_PLAN, owns=row.owner_id == ctx.actor.id):
-            raise PlanError("Reps can update only the deliverables they own; ask the owner, a manager or the CRO.",
-                            "denied")
+            raise PlanError(
+                "Reps can update only the deliverables they own; ask the owner, a manager or the CRO.", "denied"
+            )
         before = row.status
         row.status = status
         row.status_note = note
@@ -338,8 +399,13 @@ class MilestoneCheckin:
             for person in facts.people:
                 if not person.active:
                     continue
-                due = Due(self.name, f"d{day}/{person.key}", at_local(on, at, person.timezone), GRACE,
-                          {"day": day, "owner": person.id})
+                due = Due(
+                    self.name,
+                    f"d{day}/{person.key}",
+                    at_local(on, at, person.timezone),
+                    GRACE,
+                    {"day": day, "owner": person.id},
+                )
                 if in_window(due, start, end):
                     yield due
 
@@ -396,6 +462,7 @@ class OverdueChase:
         for owner_id, rows in by_owner.items():
             owner = run.facts.person(owner_id)
             if owner is not None and owner.active:
-                out.append(Outgoing(Recipient.person(owner_id), "chase",
-                                    chase_message(run.facts, owner, rows, run.today)))
+                out.append(
+                    Outgoing(Recipient.person(owner_id), "chase", chase_message(run.facts, owner, rows, run.today))
+                )
         return out

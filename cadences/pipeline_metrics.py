@@ -36,8 +36,8 @@ from storage.models import (
     DealHistory,
     Engagement,
     ForecastCategory,
-    PipelineSnapshot,
     Person,
+    PipelineSnapshot,
     Role,
     Stage,
     StageKind,
@@ -498,7 +498,7 @@ async def flagged_for_review(
     )
     flagged = or_(
         Deal.slip_count >= 2,
-        Deal.id.in_(slipped) if slipped else false(),
+        Deal.id.in_(list(slipped)) if slipped else false(),
         Deal.stage_changed_at < stalled_before,
         and_(Deal.amount >= settings.large_deal_amount, Deal.stage_id.in_(late)),
         has_actions,

@@ -53,12 +53,13 @@ async def status_command(ctx: Context, args: str) -> CommandResult:
     async with ctx.db.session() as session:
         facts = await _facts(session, ctx)
         r = await handoff.readiness(session, facts, today)
-        items = [FieldItem(label="Exit", value=_exit_line(facts, today)),
-                 *await _plan_items(session, facts, today),
-                 FieldItem(label="Hand-over", value=r.tasks_line),
-                 FieldItem(label="Pipeline review", value=r.review_line),
-                 FieldItem(label="Cadence", value="paused (/cadence resume)" if facts.engagement.paused
-                           else "running")]
+        items = [
+            FieldItem(label="Exit", value=_exit_line(facts, today)),
+            *await _plan_items(session, facts, today),
+            FieldItem(label="Hand-over", value=r.tasks_line),
+            FieldItem(label="Pipeline review", value=r.review_line),
+            FieldItem(label="Cadence", value="paused (/cadence resume)" if facts.engagement.paused else "running"),
+        ]
     summary = f"{facts.engagement.company}: {_clock(facts, today)}"
     message = Message(text=summary, blocks=[Header(text=summary), Fields(items=items)], ephemeral=True)
     return CommandResult([message], action="cadence.status", outcome="read")
@@ -75,9 +76,7 @@ def _clock(facts: EngagementFacts, today: date) -> str:
 
 
 def _exit_line(facts: EngagementFacts, today: date) -> str:
-    left = (facts.engagement.exit_date - today).days
-    when = f"in {left} days" if left > 1 else {1: "tomorrow", 0: "today"}.get(left, f"{-left} days ago")
-    return f"{long_date(facts.engagement.exit_date)} ({when})"
+    return f"{long_date(facts.engagement.exit_date)} ({handoff.when(facts.engagement.exit_date, today)})"
 
 
 async def _plan_items(session: AsyncSession, facts: EngagementFacts, today: date) -> list[FieldItem]:
@@ -85,17 +84,16 @@ async def _plan_items(session: AsyncSession, facts: EngagementFacts, today: date
         return [FieldItem(label="Plan", value="no 30/60/90 plan in the engagement file")]
     whole = await milestones.progress(session, facts.id, max(facts.deliverable_days))
     late = len(await milestones.overdue(session, facts, today))
-    plan = FieldItem(label="Plan", value=f"{whole.done_to_date} of {whole.planned_to_date} deliverables done, "
-                                         f"{late} overdue")
+    plan = FieldItem(
+        label="Plan", value=f"{whole.done_to_date} of {whole.planned_to_date} deliverables done, {late} overdue"
+    )
     upcoming = [d for d in facts.deliverable_days if milestones.milestone_date(facts, d) >= today]
     if not upcoming:
         return [FieldItem(label="Next milestone", value="every milestone has passed"), plan]
     day = upcoming[0]
     on = milestones.milestone_date(facts, day)
     score = await milestones.progress(session, facts.id, day)
-    left = (on - today).days
-    when = "today" if left == 0 else f"in {left} days" if left > 1 else "tomorrow"
-    value = f"day {day}, {long_date(on)} ({when}): {score.done} of {score.planned} done"
+    value = f"day {day}, {long_date(on)} ({handoff.when(on, today)}): {score.done} of {score.planned} done"
     return [FieldItem(label="Next milestone", value=value), plan]
 
 
@@ -107,8 +105,9 @@ async def milestones_command(ctx: Context, args: str) -> CommandResult:
     async with ctx.db.session() as session:
         facts = await _facts(session, ctx)
         rows = await milestones.deliverables(session, facts.id)
-    return CommandResult([milestones.plan_message(facts, rows, ctx.today())], action="cadence.milestones",
-                         outcome="read")
+    return CommandResult(
+        [milestones.plan_message(facts, rows, ctx.today())], action="cadence.milestones", outcome="read"
+    )
 
 
 async def deliverable_command(ctx: Context, args: str) -> CommandResult:
@@ -121,8 +120,10 @@ async def deliverable_command(ctx: Context, args: str) -> CommandResult:
         raise GrammarError(f"Give the status once: status={fields['status']} or “{rest}”, not both.")
     typed = fields.get("status") or rest
     if not typed:
-        raise GrammarError(f"What is the status of {key}? done, on_track, at_risk or blocked: "
-                           f"/cadence deliverable {key} status=on_track")
+        raise GrammarError(
+            f"What is the status of {key}? done, on_track, at_risk or blocked: "
+            f"/cadence deliverable {key} status=on_track"
+        )
     change = await milestones.set_status(ctx, key, milestones.parse_status(typed), fields.get("note"))
     labels = milestones.STATUS_LABELS
     text = f"{change.title}: {labels.get(change.before, change.before)} → {labels[change.after]}."
@@ -130,7 +131,8 @@ async def deliverable_command(ctx: Context, args: str) -> CommandResult:
     if change.note:
         blocks.append(Paragraph(text=f"Note: {change.note}", muted=True))
     return CommandResult(
-        [Message(text=text, blocks=blocks, ephemeral=True)], action="plan.deliverable",
+        [Message(text=text, blocks=blocks, ephemeral=True)],
+        action="plan.deliverable",
         target=f"deliverable:{change.deliverable_id}",
         detail={"changes": {"status": [change.before, change.after]}, "note": change.note},
     )
@@ -150,8 +152,7 @@ async def handoff_command(ctx: Context, args: str) -> CommandResult:
             facts = await _facts(session, ctx)
             rows = await handoff.tasks(session, facts.id)
             r = await handoff.readiness(session, facts, today)
-        return CommandResult([handoff.handoff_message(facts, rows, r, today)], action="cadence.handoff",
-                             outcome="read")
+        return CommandResult([handoff.handoff_message(facts, rows, r, today)], action="cadence.handoff", outcome="read")
     key, verb = words[0], " ".join(words[1:]).casefold()
     note = fields.get("note")
     if "to" in fields:
@@ -171,8 +172,10 @@ async def handoff_command(ctx: Context, args: str) -> CommandResult:
             task = await handoff.find_task(session, facts.id, key)
         return CommandResult([handoff.task_card(facts, task, today)], action="cadence.handoff", outcome="read")
     else:
-        raise GrammarError(f"I can mark a task done or open, or assign it: /cadence handoff {key} done, "
-                           f"/cadence handoff {key} to=@name")
+        raise GrammarError(
+            f"I can mark a task done or open, or assign it: /cadence handoff {key} done, "
+            f"/cadence handoff {key} to=@name"
+        )
     async with ctx.db.session() as session:
         facts = await _facts(session, ctx)
     taker = facts.person(change.task.to_id) if change.task.to_id is not None else None
@@ -185,8 +188,9 @@ async def handoff_command(ctx: Context, args: str) -> CommandResult:
     if ctx.cadence is not None:
         # The reminders already sent about this task now show where it stands, without stale buttons.
         await ctx.cadence.update_sent(f"handoff:{change.task.id}", card.model_copy(update={"ephemeral": False}))
-    return CommandResult([card], action=action, target=f"handoff:{change.task.id}",
-                         detail={"changes": change.changes, "note": note})
+    return CommandResult(
+        [card], action=action, target=f"handoff:{change.task.id}", detail={"changes": change.changes, "note": note}
+    )
 
 
 async def _person(ctx: Context, typed: str) -> Person:
@@ -212,8 +216,9 @@ async def _person(ctx: Context, typed: str) -> Person:
 async def help_command(ctx: Context, args: str) -> CommandResult:
     """Every /cadence subcommand, including those other modules registered."""
     lines = [SUBCOMMAND_HELP.get(name, f"/cadence {name}") for name in SUBCOMMANDS]
-    return CommandResult([reply("The engagement's cadence:\n" + "\n".join(lines))], action="cadence.help",
-                         outcome="help")
+    return CommandResult(
+        [reply("The engagement's cadence:\n" + "\n".join(lines))], action="cadence.help", outcome="help"
+    )
 
 
 SUBCOMMANDS: dict[str, Handler] = {
@@ -250,5 +255,9 @@ async def cadence_command(ctx: Context, args: str) -> CommandResult:
         return CommandResult([reply(exc.message)], action=f"cadence.{name}", outcome=exc.outcome)
 
 
-SPEC = CommandSpec(name="cadence", handler=cadence_command,
-                   summary="the engagement clock, the 30/60/90 plan and the hand-over", usage=USAGE)
+SPEC = CommandSpec(
+    name="cadence",
+    handler=cadence_command,
+    summary="the engagement clock, the 30/60/90 plan and the hand-over",
+    usage=USAGE,
+)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cadences.engagement_file import RitualSettings, engagement_settings
 from cadences.messages import Message
-from storage.models import Engagement, HandoffTask, Occurrence, Person, PlanDeliverable, Role
+from storage.models import ChatIdentity, Engagement, HandoffTask, Occurrence, Person, PlanDeliverable, Role
 
 
 def at_local(day: date, at: time, tz: ZoneInfo) -> datetime:
@@ -83,13 +83,25 @@ class EngagementFacts:
 async def load_facts(session: AsyncSession, engagement: Engagement) -> EngagementFacts:
     people = (await session.execute(select(Person).where(Person.engagement_id == engagement.id))).scalars().all()
     default_tz = engagement.timezone
+    # A person's zone: the engagement file's, else their chat profile's (Slack `tz`), else the engagement's.
+    profile_tz = dict(
+        (
+            await session.execute(
+                select(ChatIdentity.person_id, ChatIdentity.timezone)
+                .where(ChatIdentity.engagement_id == engagement.id, ChatIdentity.timezone.is_not(None))
+                .order_by(ChatIdentity.id)
+            )
+        )
+        .tuples()
+        .all()
+    )
     facts_people = tuple(
         PersonFacts(
             id=p.id,
             key=p.key,
             name=p.name,
             role=p.role,
-            timezone=ZoneInfo(p.timezone or default_tz),
+            timezone=ZoneInfo(p.timezone or profile_tz.get(p.id) or default_tz),
             manager_id=p.manager_id,
             active=p.active,
             out_of_office=tuple((date.fromisoformat(r["from"]), date.fromisoformat(r["to"])) for r in p.out_of_office),

@@ -120,6 +120,8 @@ class ChatIdentity(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), index=True)
     platform: Mapped[str] = mapped_column(String(16))
     user_id: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    """The zone from the platform's profile (Slack's `tz`); the engagement file's zone wins over it."""
 
 
 class Stage(Base):
@@ -402,3 +404,74 @@ class PipelineSnapshot(Base):
     week: Mapped[str] = mapped_column(String(10))
     taken_at: Mapped[datetime]
     totals: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# --- chat platforms: installed workspaces, linked channels, inbound retries, OAuth state ------------------
+
+
+class ChatWorkspace(Base):
+    """A chat workspace the bot is installed in (a Slack team) and the engagement it serves.
+
+    One deployment serves several clients: each workspace is linked to one engagement by its CRO
+    (`/cadence setup <slug>`). `bot_token` is NULL in single-workspace mode (the token comes from the
+    environment) and after an uninstall, when the token is deleted and `active` turns False.
+    """
+
+    __tablename__ = "chat_workspace"
+    __table_args__ = (
+        UniqueConstraint("platform", "workspace_id"),
+        Index("ix_chat_workspace_engagement", "engagement_id", "platform"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    enterprise_id: Mapped[str | None] = mapped_column(String(64))
+    engagement_id: Mapped[int | None] = mapped_column(ForeignKey("engagement.id", ondelete="SET NULL"))
+    app_id: Mapped[str | None] = mapped_column(String(64))
+    bot_id: Mapped[str | None] = mapped_column(String(64))
+    bot_token: Mapped[str | None] = mapped_column(Text)
+    bot_user_id: Mapped[str | None] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    installed_by_user_id: Mapped[str | None] = mapped_column(String(64))
+    installed_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ChatChannel(Base):
+    """Which platform channel an engagement's named channel is (`pipeline-review` -> Slack C0123)."""
+
+    __tablename__ = "chat_channel"
+    __table_args__ = (UniqueConstraint("engagement_id", "platform", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(120))
+    channel_id: Mapped[str] = mapped_column(String(64))
+
+
+class InboundEvent(Base):
+    """An event id seen from a platform: the unique key makes a retried delivery a no-op in any process."""
+
+    __tablename__ = "inbound_event"
+    __table_args__ = (
+        UniqueConstraint("platform", "event_id"),
+        Index("ix_inbound_event_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime]
+
+
+class OAuthState(Base):
+    """A one-time OAuth `state` value issued at /slack/install and consumed at the redirect."""
+
+    __tablename__ = "oauth_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(String(128), unique=True)
+    expires_at: Mapped[datetime]
