@@ -290,7 +290,6 @@ async def load_view(
     deal = await session.get(Deal, debrief.deal_id)
     assert deal is not None
     names = names or await load_names(session, deal.engagement_id, deal.currency)
-    stage_name = names.stages[deal.stage_id].name
     lost_from: Stage | None = None
     trigger = debrief.trigger
     if trigger in ("won", "lost", "regressed"):
@@ -324,7 +323,10 @@ async def load_view(
     else:
         since = date.fromisoformat(debrief.trigger_key)
         days = (debrief.created_at.astimezone(tz).date() - since).days
-        reason = f"{deal.name} has had no stage change since {day_words(since)} ({days} days, now in {stage_name})"
+        reason = f"{deal.name} has had no stage change since {day_words(since)} ({days} days"
+        if deal.stage_changed_at.astimezone(tz).date() == since:  # still in the stage it stalled in
+            reason += f" in {names.stages[deal.stage_id].name}"
+        reason += ")"
     return DebriefView(debrief, deal, names, questions_for(settings, trigger), reason, lost_from)
 
 
@@ -474,10 +476,14 @@ def nudge_button(view: DebriefView) -> Button:
     return Button(label="Nudge", action_id="run_command", value=command, command=command)
 
 
-def escalation_message(rep: str, items: Sequence[tuple[DebriefView, int]]) -> Message:
+def escalation_message(items: Sequence[tuple[DebriefView, int]], reminders: int) -> Message:
+    """To the manager (or CRO): whose debriefs went unanswered after the reminders, with a nudge each."""
+    reps = sorted({view.owner.name for view, _ in items})
+    who = reps[0] if len(reps) == 1 else ", ".join(reps[:-1]) + " and " + reps[-1]
     count = len(items)
     text = (
-        f"{rep} hasn't answered {count} debrief{'s' if count > 1 else ''} after two reminders. "
+        f"{who} {'hasn' if len(reps) == 1 else 'haven'}'t answered {count} debrief{'s' if count > 1 else ''} "
+        f"after {reminders} reminder{'s' if reminders != 1 else ''}. "
         "Nudge them, or answer for them with /debrief <id> key=value."
     )
     return Message(
@@ -585,7 +591,7 @@ async def _fill_deal(ctx: Context, deal: Deal, saved: Mapping[str, str]) -> None
 
 async def nudge(ctx: Context, debrief_id: int) -> bool:
     """A manager or the CRO re-sends the prompt to the owner, at most once a day per debrief.
-    False when it was already nudged today (or there is no engine to send it)."""
+    False when it was already nudged today."""
     actor = ctx.actor
     assert actor is not None
     if not allowed(actor, Action.RUN_RITUAL):
@@ -789,7 +795,7 @@ async def _remind_and_escalate(run: RitualRun, on: date, debriefs: Sequence[Debr
     escalate_at = max(remind_at) + 1 if remind_at else None
     mine: dict[int, list[tuple[DebriefView, int]]] = defaultdict(list)
     due_reminder: set[int] = set()
-    escalated: dict[int, dict[str, list[tuple[DebriefView, int]]]] = defaultdict(lambda: defaultdict(list))
+    escalated: dict[int, list[tuple[DebriefView, int]]] = defaultdict(list)
     for debrief in debriefs:
         owner = facts.person(debrief.owner_id)
         if owner is None or not owner.active or owner.away_on(on):
@@ -801,7 +807,7 @@ async def _remind_and_escalate(run: RitualRun, on: date, debriefs: Sequence[Debr
             if target is not None:
                 debrief.status = "escalated"
                 debrief.escalated_to_id = target.id
-                escalated[target.id][owner.name].append((view, age))
+                escalated[target.id].append((view, age))
             continue
         mine[owner.id].append((view, age))
         if age in remind_at:
@@ -810,10 +816,10 @@ async def _remind_and_escalate(run: RitualRun, on: date, debriefs: Sequence[Debr
         Outgoing(Recipient.person(owner_id), "reminder", reminder_message(mine[owner_id]))
         for owner_id in sorted(due_reminder)
     ]
-    for target_id, by_rep in escalated.items():
-        for index, (rep, items) in enumerate(sorted(by_rep.items())):
-            purpose = "escalation" if index == 0 else f"escalation-{index + 1}"
-            out.append(Outgoing(Recipient.person(target_id), purpose, escalation_message(rep, items)))
+    out += [
+        Outgoing(Recipient.person(target_id), "escalation", escalation_message(items, len(remind_at)))
+        for target_id, items in sorted(escalated.items())
+    ]
     return out
 
 

@@ -9,6 +9,7 @@ the same one the schedule would create, so a digest sent early is not sent again
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cadences.authz import Action, allowed
 from cadences.commands import CommandResult, CommandSpec
@@ -17,8 +18,8 @@ from cadences.digest import RITUAL, build_digest, in_season, period_of, recipien
 from cadences.grammar import GrammarError, tokenize
 from cadences.messages import Message, reply
 from cadences.periods import iso_week_key
-from cadences.rituals import PersonFacts, load_facts
-from storage.models import Occurrence, Role
+from cadences.rituals import EngagementFacts, PersonFacts, load_facts
+from storage.models import Engagement, Occurrence, Role
 
 USAGE = "/digest preview | send | help"
 HELP = """The founder digest goes to the founders every week (see rituals.digest in the engagement file).
@@ -37,6 +38,14 @@ async def digest_command(ctx: Context, args: str) -> CommandResult:
     raise GrammarError(f'I don\'t know "/digest {args.strip()}".')
 
 
+async def _fresh_facts(session: AsyncSession, ctx: Context) -> EngagementFacts:
+    """The engagement as stored now: its settings may have changed since the request's context was built,
+    and the preview must read exactly like the digest the engine would send."""
+    engagement = await session.get(Engagement, ctx.engagement.id, populate_existing=True)
+    assert engagement is not None
+    return await load_facts(session, engagement)
+
+
 async def _preview(ctx: Context) -> CommandResult:
     """The asker's own digest for this week, as an ephemeral reply."""
     assert ctx.actor is not None
@@ -45,7 +54,7 @@ async def _preview(ctx: Context) -> CommandResult:
         return CommandResult([reply(text)], action="digest.preview", outcome="denied")
     now = ctx.now()
     async with ctx.db.write() as session:
-        facts = await load_facts(session, ctx.engagement)
+        facts = await _fresh_facts(session, ctx)
         me = facts.person(ctx.actor.id)
         assert me is not None
         week = iso_week_key(now.astimezone(me.timezone).date())
@@ -66,7 +75,7 @@ async def _send(ctx: Context) -> CommandResult:
         return CommandResult([reply(text)], action="digest.send", outcome="unavailable")
     now = ctx.now()
     async with ctx.db.session() as session:
-        facts = await load_facts(session, ctx.engagement)
+        facts = await _fresh_facts(session, ctx)
     people = recipients(facts)
     if not people:
         text = "The digest has no recipients: set rituals.digest.recipients in the engagement file."

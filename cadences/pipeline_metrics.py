@@ -140,7 +140,7 @@ async def rollup(session: AsyncSession, engagement_id: int, start: date, end: da
     )
     by_category: dict[str, Decimal] = {}
     weighted = ZERO
-    for category, amount, cents_pct in (await session.execute(stmt)).tuples():
+    for category, amount, cents_pct in (await session.execute(stmt)).all():
         by_category[category] = _amount(amount)
         weighted += _weighted(cents_pct)
     known = {c.value for c in ForecastCategory}
@@ -323,7 +323,7 @@ async def movement(session: AsyncSession, engagement_id: int, since: datetime, u
         .order_by(DealHistory.at, DealHistory.id)
     )
     trails: dict[int, _Trail] = {}
-    for deal_id, kind, changes, name, owner, amount, slips in rows.tuples():
+    for deal_id, kind, changes, name, owner, amount, slips in rows.all():
         trail = trails.setdefault(deal_id, _Trail(name, owner, amount, slips))
         _fold(trail, kind, changes or {}, closed_keys)
     result = Movement(since=since, until=until)
@@ -394,7 +394,7 @@ async def hygiene(session: AsyncSession, engagement_id: int, since: datetime, on
     )
     return [
         RepHygiene(pid, key, name, int(open_deals or 0), int(fresh or 0), _away(ooo or [], on))
-        for pid, key, name, ooo, open_deals, fresh in (await session.execute(stmt)).tuples()
+        for pid, key, name, ooo, open_deals, fresh in (await session.execute(stmt)).all()
     ]
 
 
@@ -515,7 +515,7 @@ async def flagged_for_review(
             select(ActionItem.deal_id, func.count(ActionItem.id))
             .where(ActionItem.deal_id.in_([d.id for d in deals]), ActionItem.status == "open")
             .group_by(ActionItem.deal_id)
-        )).tuples().all()
+        )).all()
     )
     result = []
     for deal in deals:
@@ -587,7 +587,7 @@ async def open_action_items(
     if created_before is not None:
         stmt = stmt.where(ActionItem.created_at < created_before)
     stmt = stmt.order_by(ActionItem.due_date.is_(None), ActionItem.due_date, ActionItem.id).limit(limit)
-    return [OpenAction(*row) for row in (await session.execute(stmt)).tuples()]
+    return [OpenAction(*row) for row in (await session.execute(stmt)).all()]
 
 
 # --- forecast, win rate, pipeline created, snapshots --------------------------------------------------------
@@ -628,7 +628,7 @@ async def win_rate(session: AsyncSession, engagement_id: int, start: date, end: 
                Deal.close_date < end, Stage.kind.in_((StageKind.WON.value, StageKind.LOST.value)))
         .group_by(Stage.kind)
     )
-    found = {kind: (int(n), _amount(total)) for kind, n, total in (await session.execute(stmt)).tuples()}
+    found = {kind: (int(n), _amount(total)) for kind, n, total in (await session.execute(stmt)).all()}
     won, won_amount = found.get(StageKind.WON.value, (0, ZERO))
     lost, lost_amount = found.get(StageKind.LOST.value, (0, ZERO))
     return WinRate(won, lost, won_amount, lost_amount)

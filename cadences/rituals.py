@@ -91,9 +91,7 @@ async def load_facts(session: AsyncSession, engagement: Engagement) -> Engagemen
                 .where(ChatIdentity.engagement_id == engagement.id, ChatIdentity.timezone.is_not(None))
                 .order_by(ChatIdentity.id)
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     facts_people = tuple(
         PersonFacts(

@@ -33,14 +33,13 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import select
 
 from bot.slack.pacing import ChannelPacer, Monotonic, Pacer
 from bot.slack.render import JSONDict, image_blocks, render_continuations, render_message
+from cadences.attachments import attachment_bytes
 from cadences.messages import Image, Message
 from cadences.ports import DeliveryFailed, SentRef, Target
 from storage.db import Database
-from storage.models import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,8 @@ PERMANENT_ERRORS = frozenset(
 )
 
 AttachmentLoader = Callable[[str], Awaitable[tuple[bytes, str, str] | None]]
-"""Bytes of a stored image by its key: `(content, filename, mime)`, or None when there is none."""
+"""Bytes of a stored image by its key: `(content, mime, filename)` as `cadences.attachments.attachment_bytes`
+gives them, or None when there is none."""
 
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 _NETWORK_ERRORS = (aiohttp.ClientError, OSError)
@@ -132,7 +132,8 @@ class ListedChannels:
             page = await self.client.conversations_list(
                 types="public_channel,private_channel", exclude_archived=True, limit=200, cursor=cursor
             )
-            ids |= {c["name"]: c["id"] for c in page.get("channels", [])}
+            channels: list[dict[str, Any]] = page.get("channels") or []
+            ids |= {c["name"]: c["id"] for c in channels}
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 break
@@ -159,12 +160,7 @@ def stored_attachments(db: Database) -> AttachmentLoader:
 
     async def load(key: str) -> tuple[bytes, str, str] | None:
         async with db.session() as session:
-            row = (
-                await session.execute(
-                    select(Attachment.content, Attachment.filename, Attachment.mime).where(Attachment.key == key)
-                )
-            ).one_or_none()
-        return None if row is None else (bytes(row.content), row.filename, row.mime)
+            return await attachment_bytes(session, key)
 
     return load
 
@@ -268,7 +264,8 @@ class SlackPort:
             if failure.permanent:
                 return None
             raise failure from exc
-        for item in response.get("messages", []):
+        messages: list[dict[str, Any]] = response.get("messages") or []
+        for item in messages:
             meta = item.get("metadata") or {}
             payload = meta.get("event_payload") or {}
             if meta.get("event_type") == EVENT_TYPE and payload.get("delivery_key") == delivery_key:
@@ -336,7 +333,7 @@ class SlackPort:
             if loaded is None:
                 log.warning("image %s for %s was not uploaded: no stored attachment", image.key, where)
                 continue
-            content, filename, _mime = loaded
+            content, _mime, filename = loaded
             await self.pacer.wait(self.workspace, channel)
             try:
                 await self.client.files_upload_v2(

@@ -44,6 +44,11 @@ def debrief_sends(world: EngineWorld) -> list[tuple[str, str, str, str]]:
     return [p for s in world.port.sent if (p := parts(s))[0] in ("debrief", "debrief_followup")]
 
 
+def debrief_messages(world: EngineWorld) -> list[Message]:
+    """The debrief rituals' messages, in the order sent (other rituals also talk during run_until)."""
+    return [s.message for s in world.port.sent if parts(s)[0] in ("debrief", "debrief_followup")]
+
+
 def body(message: Message) -> str:
     from bot.console.render import render
 
@@ -72,7 +77,7 @@ async def test_a_won_deal_prompts_its_owner_once(engine_world: EngineWorld) -> N
     await new_deal(w)
     await w.say("jordan", "/deal Acme won")
     assert debrief_sends(w) == [("debrief", "debrief-1", "Jordan Lee", "prompt")]
-    prompt = w.port.sent[-1].message
+    prompt = debrief_messages(w)[-1]
     assert "Acme ($50,000) was won on Nov 24." in body(prompt)
     assert next(b for b in prompt.blocks if isinstance(b, Choice)).label == "What was the main reason we won? (reason)"
     button = next(b for b in prompt.blocks if isinstance(b, Actions)).buttons[0]
@@ -93,7 +98,7 @@ async def test_every_slip_asks_why_and_the_second_says_so(engine_world: EngineWo
     await deal_events.publish(ctx, outcome)
     await deal_events.publish(ctx, outcome)  # the same event again: no second debrief, no second DM
     assert debrief_sends(w) == [("debrief", "debrief-1", "Jordan Lee", "prompt")]
-    first = body(w.port.sent[-1].message)
+    first = body(debrief_messages(w)[-1])
     assert "Acme slipped from Dec 15 to Jan 20." in first
     assert "time" not in first.split("slipped")[1].split("\n")[0]
 
@@ -103,7 +108,7 @@ async def test_every_slip_asks_why_and_the_second_says_so(engine_world: EngineWo
     # (PostgreSQL spends a sequence number on the replayed insert, so the second id is read, not assumed.)
     assert debrief_sends(w)[-1] == ("debrief", f"debrief-{rows[1].id}", "Jordan Lee", "prompt")
     assert "Acme slipped from Jan 20 to Feb 10 — that's the 2nd time, so it's flagged in the pipeline review." in body(
-        w.port.sent[-1].message
+        debrief_messages(w)[-1]
     )
 
 
@@ -114,7 +119,7 @@ async def test_a_regression_asks_what_changed(engine_world: EngineWorld) -> None
     assert debrief_sends(w) == []  # moving forward is not a debrief
     await w.say("jordan", "/deal Acme stage=qualification")
     assert debrief_sends(w) == [("debrief", "debrief-1", "Jordan Lee", "prompt")]
-    assert "Acme moved back from Solution to Qualification on Nov 24." in body(w.port.sent[-1].message)
+    assert "Acme moved back from Solution to Qualification on Nov 24." in body(debrief_messages(w)[-1])
     debrief = (await debriefs(w))[0]
     assert (debrief.trigger, debrief.trigger_key) == ("regressed", "3")  # history: create, advance, regress
 
@@ -128,7 +133,7 @@ async def test_a_late_stage_loss_reaches_the_cro_with_the_answers_once(engine_wo
         ("debrief", "debrief-1", "Jordan Lee", "prompt"),
         ("debrief", "debrief-1", "Dana Whitfield", "late-loss"),
     ]
-    prompt, notice = (s.message for s in w.port.sent[-2:])
+    prompt, notice = debrief_messages(w)[-2:]
     assert "Acme ($50,000) was lost from Solution on Nov 24." in body(prompt)
     assert "Already noted from your update: reason = price; competitor = Initech." in body(prompt)
     assert not [b for b in prompt.blocks if isinstance(b, Choice)]  # the reason is known: not asked again
@@ -144,7 +149,7 @@ async def test_a_late_stage_loss_reaches_the_cro_with_the_answers_once(engine_wo
     reply = await w.text("jordan", '/debrief 1 differently="Multi-thread before the proposal"')
     assert "Thanks — debrief #1 on Acme is complete." in reply
     assert debrief_sends(w)[-1] == ("debrief", "debrief-1/shared", "Dana Whitfield", "shared")
-    shared = body(w.port.sent[-1].message)
+    shared = body(debrief_messages(w)[-1])
     assert "What would you do differently?: Multi-thread before the proposal" in shared
     assert "Which competitor, if any?: Initech" in shared
     assert len(w.port.updates) == 1 and "Answered — thank you." in body(w.port.updates[0][1])
@@ -201,7 +206,7 @@ async def test_a_deal_stalled_21_days_is_asked_once_per_stall(engine_world: Engi
     await w.run_until(local(2026, 12, 16, 12))
     stalls = [p for p in debrief_sends(w) if p[3].startswith("prompt")]
     assert stalls == [("debrief_followup", "2026-12-15", "Jordan Lee", "prompt-1")]
-    assert "Acme has had no stage change since Nov 24 (21 days, now in Qualification)." in body(
+    assert "Acme has had no stage change since Nov 24 (21 days in Qualification)." in body(
         next(s.message for s in w.port.sent if parts(s)[3] == "prompt-1")
     )
 
@@ -218,34 +223,32 @@ async def test_reminders_after_one_and_three_business_days_then_the_manager(engi
     await w.engine.tick()
     await new_deal(w)
     await w.say("jordan", "/deal Acme lost reason=timing")
+    await w.say("priya", "/deal new Globex amount=20k close=2026-12-20")
+    await w.say("priya", "/deal Globex lost reason=price")
     await w.run_until(local(2026, 12, 3, 12))
     # Wed 25 is day 1; Thu 26 is a holiday and the weekend does not count, so Mon 30 is day 3 and
-    # Tue Dec 1 (the next business day) escalates to Jordan's manager.
+    # Tue Dec 1 (the next business day) escalates to the reps' manager, in one DM.
     assert debrief_sends(w) == [
         ("debrief", "debrief-1", "Jordan Lee", "prompt"),
+        ("debrief", "debrief-2", "Priya Natarajan", "prompt"),
         ("debrief_followup", "2026-11-25", "Jordan Lee", "reminder"),
+        ("debrief_followup", "2026-11-25", "Priya Natarajan", "reminder"),
         ("debrief_followup", "2026-11-30", "Jordan Lee", "reminder"),
+        ("debrief_followup", "2026-11-30", "Priya Natarajan", "reminder"),
         ("debrief_followup", "2026-12-01", "Maya Chen", "escalation"),
     ]
-    escalation = w.port.sent[-1].message
-    assert escalation.text.startswith("Jordan Lee hasn't answered 1 debrief after two reminders.")
+    reminder = debrief_messages(w)[2]
+    assert reminder.text == "Reminder: 1 debrief is waiting for your answers."
+    assert "#1 Acme — lost · Jordan Lee · asked 1 business day ago" in body(reminder)
+    escalation = debrief_messages(w)[-1]
+    assert escalation.text.startswith("Jordan Lee and Priya Natarajan haven't answered 2 debriefs after 2 reminders.")
     assert "#1 Acme — lost · Jordan Lee · asked 4 business days ago · escalated" in body(escalation)
     assert "(/debrief nudge 1)" in body(escalation)
-    reminder = w.port.sent[1].message
-    assert reminder.text == "Reminder: 1 debrief is waiting for your answers."
-    debrief = (await debriefs(w))[0]
     maya = await w.person("maya")
-    assert (debrief.status, debrief.escalated_to_id) == ("escalated", maya.id)
+    assert [(d.status, d.escalated_to_id) for d in await debriefs(w)] == [("escalated", maya.id)] * 2
     async with w.db.session() as session:
-        periods = (
-            (
-                await session.execute(
-                    select(Occurrence.period).where(Occurrence.ritual == "debrief_followup").order_by(Occurrence.period)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        stmt = select(Occurrence.period).where(Occurrence.ritual == "debrief_followup").order_by(Occurrence.period)
+        periods = (await session.execute(stmt)).scalars().all()
     assert periods == ["2026-11-24", "2026-11-25", "2026-11-27", "2026-11-30", "2026-12-01", "2026-12-02", "2026-12-03"]
 
     before = len(w.port.sent)
@@ -254,7 +257,7 @@ async def test_reminders_after_one_and_three_business_days_then_the_manager(engi
 
     assert "Nudged" in await w.text("maya", "/debrief nudge 1")
     assert debrief_sends(w)[-1] == ("debrief", "debrief-1/nudge-2026-12-03", "Jordan Lee", "nudge")
-    assert "Maya Chen asked me to nudge you about this debrief." in body(w.port.sent[-1].message)
+    assert "Maya Chen asked me to nudge you about this debrief." in body(debrief_messages(w)[-1])
     assert "already nudged today" in await w.text("maya", "/debrief nudge 1")
     assert "Only a manager or the CRO" in await w.text("priya", "/debrief nudge 1")
 

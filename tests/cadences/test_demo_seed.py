@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,59 +14,12 @@ from sqlalchemy import func, select
 from cadences.deals import LOSS_REASONS
 from cadences.demo_seed import COMPANIES, SeedError, SeedReport, seed_demo_pipeline
 from storage.db import Database
-from storage.models import Deal, DealHistory, Engagement, Person, Stage
+from storage.models import Deal, DealHistory, Person, Stage
+from support.crm_engagement import SLUG, add_test_engagement
 
 TODAY = date(2026, 11, 24)
 TZ = ZoneInfo("America/Los_Angeles")
 TODAY_START = datetime.combine(TODAY, time(0), tzinfo=TZ).astimezone(UTC)
-SLUG = "acme"
-
-
-async def add_test_engagement(db: Database, slug: str = SLUG) -> str:
-    """An engagement like the example: a CRO, a founder, a manager, four reps and a five-stage pipeline
-    whose stages carry HubSpot internal names and Salesforce labels as `crm_names`."""
-    async with db.write() as s:
-        eng = Engagement(
-            slug=slug, company="Acme Analytics", start_date=date(2026, 9, 1), exit_date=date(2027, 5, 31),
-            timezone="America/Los_Angeles", currency="USD", quota_per_quarter=Decimal(600_000),
-            fiscal_year_start_month=1, holidays=[], settings={},
-        )  # fmt: skip
-        s.add(eng)
-        await s.flush()
-        people = [
-            ("dana", "Dana Whitfield", "cro"), ("sam", "Sam Okafor", "founder"), ("morgan", "Morgan Lee", "manager"),
-            ("priya", "Priya Raman", "rep"), ("jordan", "Jordan Blake", "rep"), ("alex", "Alex Moreno", "rep"),
-            ("casey", "Casey Nguyen", "rep"),
-        ]  # fmt: skip
-        s.add_all(
-            Person(engagement_id=eng.id, key=k, name=n, email=f"{k}@acme.example", role=r, timezone=None)
-            for k, n, r in people
-        )
-        stages = [
-            ("discovery", "Discovery", 10, "open", ["appointmentscheduled", "Prospecting"]),
-            ("qualification", "Qualification", 25, "open", ["qualifiedtobuy", "Qualification", "Needs Analysis"]),
-            ("solution", "Solution", 50, "open", ["presentationscheduled", "Value Proposition"]),
-            ("proposal", "Proposal", 70, "open", ["decisionmakerboughtin", "Proposal/Price Quote", "Proposal",
-                                                  "Price Quote"]),
-            ("negotiation", "Negotiation", 85, "open", ["contractsent", "Negotiation/Review", "Negotiation",
-                                                        "Review"]),
-            ("closed_won", "Closed won", 100, "won", ["closedwon", "Closed Won"]),
-            ("closed_lost", "Closed lost", 0, "lost", ["closedlost", "Closed Lost"]),
-        ]  # fmt: skip
-        s.add_all(
-            Stage(engagement_id=eng.id, key=k, name=n, position=i, probability_pct=p, kind=kind, crm_names=crm)
-            for i, (k, n, p, kind, crm) in enumerate(stages)
-        )
-    return slug
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated, empty SQLite database (the shared conftest's `db` runs on PostgreSQL too)."""
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    await database.upgrade()
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

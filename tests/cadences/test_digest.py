@@ -84,10 +84,11 @@ async def build_pipeline(world: Any) -> None:
     world.clock.set(utc(f"2026-11-17T10:00:00{LA}"))
     await say_ok(world, "priya", "/deal new Stark amount=80k close=2026-12-31")
     world.clock.set(now)
-    await say_ok(world, "jordan", "/deal new Acme amount=300k close=2026-12-15 forecast=commit")
-    await say_ok(world, "jordan", "/deal Acme stage=qualification")
+    await say_ok(world, "jordan", "/deal new Acme amount=300k close=2026-12-15")
+    await say_ok(world, "jordan", "/deal Acme forecast=commit stage=qualification")
     await say_ok(world, "jordan", "/deal Acme stage=solution")
-    await say_ok(world, "jordan", "/deal new Globex amount=200k close=2027-01-20 forecast=best_case")
+    await say_ok(world, "jordan", "/deal new Globex amount=200k close=2027-01-20")
+    await say_ok(world, "jordan", "/deal Globex forecast=best_case")
     await say_ok(world, "priya", "/deal new Initech amount=100k close=2026-12-30")
     await say_ok(world, "priya", "/deal Initech close=2027-01-15")
     await say_ok(world, "priya", "/deal new Umbrella amount=150k close=2026-12-10")
@@ -220,9 +221,10 @@ async def test_friday_digest_has_the_known_figures_and_every_section(engine_worl
     assert fields["Next milestone: day 90 (Mon Dec 7, 2026)"] == "1 of 4 done"
     assert fields["Plan to date"] == "1 of 12 done"
     assert fields["Overdue from passed milestones"] == "8"
-    assert fields["Hand-over"] == "1 of 8 hand-over tasks done, 6 without an internal owner"
-    assert fields["Pipeline review"] == ("The pipeline review is hosted by Dana Whitfield; Maya takes it over "
-                                         "and has not hosted one yet.")
+    # The wording is `handoff.readiness`'s; the digest must carry its counts and the hosts.
+    assert fields["Hand-over"].startswith("1 of 8 ") and "6 without an internal owner" in fields["Hand-over"]
+    review = fields["Pipeline review"]
+    assert "hosted by Dana Whitfield" in review and "Maya" in review and "has not hosted one yet" in review
     asks = paragraphs[-1].splitlines()
     assert asks[:2] == [
         "• Unblock “Internal owners named for each ritual” — blocked, owner Dana Whitfield: No VP Sales hired yet",
@@ -260,7 +262,8 @@ async def test_the_chart_is_a_deterministic_png_of_the_snapshots(engine_world: A
 
 
 async def test_with_fewer_than_two_snapshots_the_chart_draws_this_weeks_live_point(world: Any) -> None:
-    await say_ok(world, "jordan", "/deal new Acme amount=300k close=2026-12-15 forecast=commit")
+    await say_ok(world, "jordan", "/deal new Acme amount=300k close=2026-12-15")
+    await say_ok(world, "jordan", "/deal Acme forecast=commit")
     await say_ok(world, "jordan", "/deal new Globex amount=120k close=2027-01-20")
     [preview] = await world.say("sam", "/digest preview")
     [image] = [b for b in preview.blocks if isinstance(b, Image)]
@@ -347,8 +350,9 @@ async def test_the_engine_sends_the_dst_week_at_local_four_pm(engine_world: Any)
     assert [s.key.split("/founder_digest/")[1].split("/person")[0] for s in sent] == ["2027-W10/sam",
                                                                                    "2027-W11/sam"]
     async with world.db.session() as session:
-        due = (await session.execute(select(Occurrence.due_at).where(Occurrence.ritual == "founder_digest")
-                                     .order_by(Occurrence.due_at))).scalars().all()
+        due = (await session.execute(select(Occurrence.due_at).where(  # earlier weeks: skipped, the clock jumped
+            Occurrence.ritual == "founder_digest", Occurrence.status == "planned").order_by(Occurrence.due_at)
+        )).scalars().all()
     # Fri Mar 12 16:00 PST, then (US DST from Sun Mar 14) Fri Mar 19 16:00 PDT.
     assert due == [utc("2027-03-13T00:00:00+00:00"), utc("2027-03-19T23:00:00+00:00")]
 
@@ -382,7 +386,8 @@ async def test_preview_permissions_and_the_hand_over_joining_in_the_exit_plannin
         assert (await session.execute(select(func.count(Attachment.id)))).scalar_one() == 1
     await set_settings(world, "handoff", exit_planning_month=2)
     [preview] = await world.say("sam", "/digest preview")
-    assert field_values(preview)["Hand-over"] == "0 of 8 hand-over tasks done, 8 without an internal owner"
+    handed = field_values(preview)["Hand-over"]
+    assert handed.startswith("0 of 8 ") and "8 without an internal owner" in handed
 
 
 async def test_send_now_goes_once_per_week_and_only_the_cro_may(engine_world: Any) -> None:

@@ -3,7 +3,6 @@ idempotent, round-trippable apply/export."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -42,14 +41,6 @@ stages:
   - {key: won, name: Won, probability: 100, kind: won}
   - {key: lost, name: Lost, probability: 0, kind: lost}
 """
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path}/t.db")
-    await database.upgrade()
-    yield database
-    await database.dispose()
 
 
 def edited(old: str, new: str, text: str = EXAMPLE) -> str:
