@@ -1,17 +1,45 @@
-"""The app factory: builds storage, clock and command router from settings; no module-level state."""
+"""The app factory: builds storage, clock and command router from settings; no module-level state.
+
+`cadence run` with Slack credentials adds the chat side (`start_slack`): the engine with a port per
+engagement (`ChatPorts`: Slack for an engagement linked to a workspace, the console otherwise), the
+scheduler that wakes it, and the Slack app behind the HTTP server or a Socket Mode connection.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
+from bot.console.port import ConsolePort
 from bot.settings import Settings
 from cadences.catalog import build_router
 from cadences.clock import Clock, SystemClock
 from cadences.commands import CommandRouter
 from cadences.context import Context
+from cadences.engine import Engine
+from cadences.ports import ChatPort
+from cadences.ritual_catalog import all_rituals
+from cadences.scheduler import CadenceScheduler
+from storage import chat_workspaces
 from storage import engagements as engagement_repo
 from storage.db import Database
 from storage.models import Engagement
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_bolt.async_app import AsyncApp
+
+    from bot.slack.app import SlackDeps
+    from bot.slack.pacing import Pacer
+    from bot.slack.port import ChannelDirectory
+
+log = logging.getLogger(__name__)
+PORT_REFRESH_SECONDS = 60.0
 
 
 class SetupError(RuntimeError):
@@ -55,3 +83,144 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     return CadenceApp(
         settings=settings, db=Database(settings.database_url), clock=clock or SystemClock(), router=build_router()
     )
+
+
+# --- chat ports ------------------------------------------------------------------------------------
+
+
+class LinkedChannels:
+    """An engagement's channel names as Slack ids: the channel `/cadence setup` linked comes first (the
+    review channel is where the CRO ran it), then whatever `conversations.list` finds by name."""
+
+    def __init__(self, db: Database, engagement_id: int, fallback: ChannelDirectory) -> None:
+        self.db = db
+        self.engagement_id = engagement_id
+        self.fallback = fallback
+
+    async def channel_id(self, name: str) -> str | None:
+        async with self.db.session() as session:
+            linked = await chat_workspaces.channel_id(session, self.engagement_id, "slack", name.lstrip("#"))
+        return linked or await self.fallback.channel_id(name)
+
+
+@dataclass
+class ChatPorts:
+    """Which chat serves each engagement: a Slack port per linked workspace (its installation's token, or
+    SLACK_BOT_TOKEN in single-workspace mode), the console for the rest. `port_for` is what the engine
+    calls (synchronously), so the map is rebuilt by `refresh`: at start, after a workspace is linked or
+    uninstalled in this process, and every minute for changes made by other processes."""
+
+    db: Database
+    settings: Settings
+    clock: Clock
+    pacer: Pacer | None = None
+    _slack: dict[int, tuple[str, ChatPort]] = field(default_factory=dict)
+    _console: dict[int, ChatPort] = field(default_factory=dict)
+
+    async def refresh(self) -> None:
+        from bot.slack.pacing import ChannelPacer
+        from bot.slack.port import ListedChannels, SlackPort, create_client, stored_attachments
+
+        self.pacer = self.pacer or ChannelPacer()
+        async with self.db.session() as session:
+            rows = await chat_workspaces.linked_workspaces(session, "slack")
+        ports: dict[int, tuple[str, ChatPort]] = {}
+        for row in rows:
+            token = row.bot_token or self.settings.slack_bot_token
+            if row.engagement_id is None or not token:
+                continue
+            known = self._slack.get(row.engagement_id)
+            if known is not None and known[0] == token:
+                ports[row.engagement_id] = known  # keep its caches (DM channels, channel names)
+                continue
+            client = create_client(token, base_url=self.settings.slack_api_url)
+            channels = LinkedChannels(self.db, row.engagement_id, ListedChannels(client))
+            port = SlackPort(
+                client,
+                workspace=row.workspace_id,
+                channels=channels,
+                pacer=self.pacer,
+                attachments=stored_attachments(self.db),
+            )
+            ports[row.engagement_id] = (token, port)
+        self._slack = ports
+
+    def port_for(self, engagement: Engagement) -> ChatPort:
+        found = self._slack.get(engagement.id)
+        if found is not None:
+            return found[1]
+        if engagement.id not in self._console:
+            self._console[engagement.id] = ConsolePort(self.clock.now, ZoneInfo(engagement.timezone), sys.stdout)
+        return self._console[engagement.id]
+
+
+# --- serving Slack ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SlackService:
+    """Slack being served: the Bolt app, its dependencies, the HTTP server and the clock."""
+
+    deps: SlackDeps
+    slack: AsyncApp
+    ports: ChatPorts
+    runner: web.AppRunner
+    scheduler: CadenceScheduler | None
+    socket: AsyncSocketModeHandler | None
+    refresher: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        self.refresher.cancel()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        if self.socket is not None:
+            await self.socket.close_async()  # type: ignore[no-untyped-call]
+        await self.runner.cleanup()
+        await self.deps.background.drain()
+
+
+async def start_slack(
+    app: CadenceApp, *, host: str | None = None, port: int | None = None, run_scheduler: bool = True
+) -> SlackService:
+    """Serve Slack: over HTTP on `host:port` (settings by default), or over Socket Mode when
+    SLACK_APP_TOKEN is set (then the HTTP server only answers /healthz). The rituals run on the wall
+    clock unless `run_scheduler` is False (tests tick the engine themselves)."""
+    from aiohttp import web
+
+    from bot.slack.app import SlackDeps, create_slack_app
+    from bot.web import create_web_app
+
+    settings = app.settings
+    ports = ChatPorts(app.db, settings, app.clock)
+    await ports.refresh()
+    engine = Engine(app.db, app.clock, all_rituals(), ports.port_for)
+    deps = SlackDeps(app.db, app.clock, app.router, cadence=engine, on_workspace_change=ports.refresh)
+    slack = create_slack_app(deps, settings)
+    socket = None
+    if settings.slack_app_token:
+        from bot.slack.app import socket_mode
+
+        socket = socket_mode(slack, settings.slack_app_token)
+        await socket.connect_async()  # type: ignore[no-untyped-call]
+    runner = web.AppRunner(create_web_app(app.db, None if socket else slack))
+    await runner.setup()
+    await web.TCPSite(runner, host or settings.host, settings.port if port is None else port).start()
+    scheduler = CadenceScheduler(engine) if run_scheduler else None
+    if scheduler is not None:
+        scheduler.start()
+    refresher = asyncio.create_task(_refresh_every(ports, PORT_REFRESH_SECONDS), name="refresh chat ports")
+    return SlackService(deps, slack, ports, runner, scheduler, socket, refresher)
+
+
+async def _refresh_every(ports: ChatPorts, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await ports.refresh()
+        except Exception:
+            log.exception("refreshing the chat ports failed; the next refresh retries")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from bot.app import CadenceApp, SetupError, create_app
+from bot.app import CadenceApp, SetupError, create_app, start_slack
 from bot.console.repl import run_console
 from bot.settings import Settings
 from cadences.engagement_file import (
@@ -109,7 +109,19 @@ async def cmd_run(app: CadenceApp, args: argparse.Namespace) -> int:
         engagement = await app.engagement(args.engagement)
         await run_console(app, engagement, args.as_name or await _default_rep(app, engagement.id), clock_running=True)
         return 0
-    raise SetupError("Slack and Teams serving arrive with their issues; unset the credentials to use the console")
+    if not app.settings.has_slack:
+        raise SetupError("Teams serving arrives with its issue; unset the MicrosoftApp* variables to use the console")
+    try:
+        service = await start_slack(app)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from exc
+    how = "Socket Mode" if app.settings.slack_app_token else f"{service.url}/slack/events"
+    print(f"Cadence is serving Slack ({how}); health check at {service.url}/healthz. Ctrl-C stops it.")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await service.stop()
+    return 0
 
 
 async def cmd_simulate(app: CadenceApp, args: argparse.Namespace) -> int:

@@ -49,9 +49,7 @@ async def run_simulation(path: Path, *, days: int, seed: int) -> int:
             port = ConsolePort(clock.now, tz, out)
             engine = Engine(db, clock, all_rituals(), lambda _e: port, worker="simulate")
             population = Population(random.Random(seed))
-            await Simulation(
-                db, clock, engine, build_router(), engagement, population, print
-            ).run(days)
+            await Simulation(db, clock, engine, build_router(), engagement, population, print).run(days)
             async with db.session() as session:
                 sent = Counter(
                     (

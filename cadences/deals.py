@@ -480,6 +480,7 @@ async def create_deal(ctx: Context, name: str, raw: Mapping[str, str]) -> Outcom
         note = values.pop("note", None)
         for closed_only in ("loss_reason", "competitor"):
             values.pop(closed_only, None)
+        values.setdefault("forecast_category", ForecastCategory.PIPELINE.value)
         now, today = ctx.now(), ctx.today()
         deal = Deal(
             engagement_id=ctx.engagement.id,
@@ -493,7 +494,6 @@ async def create_deal(ctx: Context, name: str, raw: Mapping[str, str]) -> Outcom
             updated_at=now,
             is_open=True,
             slip_count=0,
-            forecast_category=ForecastCategory.PIPELINE.value,
             **values,
         )
         session.add(deal)

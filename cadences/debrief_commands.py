@@ -6,7 +6,6 @@ The same words work in Slack, Teams and the console; the buttons in the debrief 
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 
 from cadences.authz import Action, allowed, denial
 from cadences.commands import CommandResult, CommandSpec
@@ -240,7 +239,7 @@ def insights_message(found: WinLossSummary, currency: str) -> Message:
         blocks.append(Paragraph(text="Lessons from debriefs:\n" + "\n".join(f"• {x.line()}" for x in found.lessons)))
     summary = (
         f"{title}: {_pct(overall.win_rate)} win rate ({overall.won} of {overall.won + overall.lost}), "
-        f"{money(overall.won_value or Decimal(0), currency)} won"
+        f"{money(overall.won_value, currency)} won"
     )
     return Message(text=summary, blocks=blocks, ephemeral=True)
 

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, case, exists, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,6 +64,7 @@ GRACE = timedelta(hours=8)  # a reminder a few hours late is still useful the sa
 STALL_BATCH = 50  # new stalls asked per day; the rest are asked on the next days, oldest first
 SHARE_LOOKBACK = timedelta(days=14)
 LIST_LIMIT = 100
+HISTORY_SCAN = 500  # history rows read to find a slip: far more changes than any real deal has
 
 
 def subject(debrief_id: int) -> str:
@@ -263,20 +264,22 @@ async def _history(session: AsyncSession, deal_id: int, key: str) -> DealHistory
     return row if row is not None and row.deal_id == deal_id else None
 
 
-async def _slip_row(session: AsyncSession, debrief: Debrief) -> DealHistory | None:
-    """The change that moved the close date out: the latest later-moving close date before the debrief."""
-    rows = (
-        await session.execute(
-            select(DealHistory)
-            .where(DealHistory.deal_id == debrief.deal_id, DealHistory.at <= debrief.created_at)
-            .order_by(DealHistory.id.desc())
-            .limit(20)
-        )
-    ).scalars()
+async def _slip_row(session: AsyncSession, debrief: Debrief, names: Names) -> DealHistory | None:
+    """The change that made the deal's N-th slip (N is the trigger key), counted as the deal service and
+    the importer count slips: a close date moved later on a deal that was open before and after it."""
+    history = select(DealHistory).where(DealHistory.deal_id == debrief.deal_id).order_by(DealHistory.id)
+    rows = (await session.execute(history.limit(HISTORY_SCAN))).scalars()
+    is_open, slips = True, 0
     for row in rows:
+        was_open = is_open
+        if stage := row.changes.get("stage"):
+            now_in = names.stage_by_key(str(stage[1]))
+            is_open = now_in is None or now_in.kind == StageKind.OPEN
         before, after = row.changes.get("close_date", (None, None))
-        if before and after and date.fromisoformat(after) > date.fromisoformat(before):
-            return row
+        if was_open and is_open and before and after and date.fromisoformat(after) > date.fromisoformat(before):
+            slips += 1
+            if str(slips) == debrief.trigger_key:
+                return row
     return None
 
 
@@ -311,7 +314,7 @@ async def load_view(
             )
     elif trigger == "slipped":
         slips = int(debrief.trigger_key)
-        row = await _slip_row(session, debrief)
+        row = await _slip_row(session, debrief, names)
         if row is not None:
             before, after = row.changes["close_date"]
             moved = f"from {day_words(date.fromisoformat(before))} to {day_words(date.fromisoformat(after))}"
@@ -620,23 +623,27 @@ async def outstanding(session: AsyncSession, engagement_id: int, owner_id: int |
 # --- the rituals ----------------------------------------------------------------------------------
 
 
-async def _sent_before(session: AsyncSession, debrief_id: int, purpose: str) -> bool:
-    """Whether a message of this kind about the debrief was already planned, by either path."""
-    stmt = (
-        select(Delivery.id)
-        .where(
-            Delivery.subject == subject(debrief_id),
-            or_(Delivery.purpose == purpose, Delivery.purpose == f"{purpose}-{debrief_id}"),
+async def _sent_before(session: AsyncSession, debriefs: Sequence[Debrief], purpose: str) -> set[int]:
+    """The debriefs (of those given, locked by the caller) about which a message of this kind was
+    already planned, by the triggered path (`purpose`) or the daily one (`purpose-<id>`)."""
+    by_subject = {subject(d.id): d.id for d in debriefs}
+    if not by_subject:
+        return set()
+    rows = await session.execute(
+        select(Delivery.subject, Delivery.purpose).where(
+            Delivery.subject.in_(list(by_subject)), Delivery.purpose.startswith(purpose)
         )
-        .limit(1)
     )
-    return (await session.execute(stmt)).first() is not None
+    found: set[int] = set()
+    for about, sent_as in rows:
+        debrief_id = by_subject[str(about)]
+        if sent_as in (purpose, f"{purpose}-{debrief_id}"):
+            found.add(debrief_id)
+    return found
 
 
 async def _prompt(run: RitualRun, debrief: Debrief, names: Names, suffix: str) -> list[Outgoing]:
-    """The owner's prompt and, for a late-stage loss, the CRO's notice; nothing if already sent."""
-    if debrief.status == "answered" or await _sent_before(run.session, debrief.id, "prompt"):
-        return []
+    """The owner's prompt and, for a late-stage loss, the CRO's notice."""
     facts = run.facts
     view = await load_view(run.session, facts.settings, facts.tz, debrief, names)
     out = [
@@ -658,13 +665,13 @@ async def _prompt(run: RitualRun, debrief: Debrief, names: Names, suffix: str) -
 
 
 async def _share(run: RitualRun, debrief: Debrief, names: Names, suffix: str) -> list[Outgoing]:
-    """The answers of a late-stage loss to the CRO, once."""
+    """The answers of a late-stage loss to the CRO (never to the CRO about their own deal)."""
     facts = run.facts
     cro = facts.cro
-    if cro is None or debrief.status != "answered" or await _sent_before(run.session, debrief.id, "shared"):
+    if cro is None or cro.id == debrief.owner_id:
         return []
     view = await load_view(run.session, facts.settings, facts.tz, debrief, names)
-    if not is_late_loss(view, facts.settings) or cro.id == debrief.owner_id:
+    if not is_late_loss(view, facts.settings):
         return []
     return [
         Outgoing(Recipient.person(cro.id), f"shared{suffix}", shared_message(view, cro), subject=subject(debrief.id))
@@ -700,21 +707,16 @@ class DebriefPrompt:
         debrief = found[0]
         names = await load_names(run.session, run.facts.id, run.facts.engagement.currency)
         if "share" in detail:
-            return await _share(run, debrief, names, "")
+            done = debrief.status == "answered" and not await _sent_before(run.session, found, "shared")
+            return await _share(run, debrief, names, "") if done else []
+        if debrief.status == "answered":
+            return []
         if "nudge" in detail:
-            if debrief.status == "answered":
-                return []
             view = await load_view(run.session, run.facts.settings, run.facts.tz, debrief, names)
             by = names.people.get(int(detail["by"]))
-            return [
-                Outgoing(
-                    Recipient.person(debrief.owner_id),
-                    "nudge",
-                    nudge_message(view, by.name if by else "Your manager"),
-                    subject=subject(debrief_id),
-                )
-            ]
-        return await _prompt(run, debrief, names, "")
+            message = nudge_message(view, by.name if by else "Your manager")
+            return [Outgoing(Recipient.person(debrief.owner_id), "nudge", message, subject=subject(debrief_id))]
+        return [] if await _sent_before(run.session, found, "prompt") else await _prompt(run, debrief, names, "")
 
 
 class DebriefFollowUp:
@@ -733,29 +735,28 @@ class DebriefFollowUp:
 
     async def plan(self, run: RitualRun) -> Sequence[Outgoing]:
         facts = run.facts
-        on = date.fromisoformat(run.occurrence.period)
         await _detect_stalls(run)
         names = await load_names(run.session, facts.id, facts.engagement.currency)
         out: list[Outgoing] = []
         waiting = await _locked(run.session, facts.id, Debrief.status.in_(OUTSTANDING))
-        prompted: set[int] = set()
+        prompted = await _sent_before(run.session, waiting, "prompt")
         for debrief in waiting:
-            prompts = await _prompt(run, debrief, names, f"-{debrief.id}")
-            if prompts:
-                prompted.add(debrief.id)
-            out += prompts
-        recent = await _locked(
+            if debrief.id not in prompted:
+                out += await _prompt(run, debrief, names, f"-{debrief.id}")
+        answered = await _locked(
             run.session,
             facts.id,
             Debrief.status == "answered",
             Debrief.trigger == "lost",
             Debrief.answered_at >= run.now - SHARE_LOOKBACK,
         )
-        for debrief in recent:
-            out += await _share(run, debrief, names, f"-{debrief.id}")
-        # A debrief whose questions go out only now is not reminded about in the same breath.
-        chase = [d for d in waiting if d.status == "open" and d.id not in prompted]
-        out += await _remind_and_escalate(run, on, chase, names)
+        shared = await _sent_before(run.session, answered, "shared")
+        for debrief in answered:
+            if debrief.id not in shared:
+                out += await _share(run, debrief, names, f"-{debrief.id}")
+        # A debrief whose questions go out only now is not chased in the same breath.
+        chase = [d for d in waiting if d.status == "open" and d.id in prompted]
+        out += await _remind_and_escalate(run, date.fromisoformat(run.occurrence.period), chase, names)
         return out
 
 
@@ -789,36 +790,39 @@ def escalation_target(facts: EngagementFacts, owner: PersonFacts) -> PersonFacts
 
 
 async def _remind_and_escalate(run: RitualRun, on: date, debriefs: Sequence[Debrief], names: Names) -> list[Outgoing]:
+    """One reminder per owner with a debrief aged exactly 1 or 3 business days today (listing all their
+    open ones); debriefs past the last reminder's next business day go to the escalation target."""
     facts = run.facts
-    settings = facts.settings.debriefs
-    remind_at = set(settings.remind_after_business_days)
+    remind_at = set(facts.settings.debriefs.remind_after_business_days)
     escalate_at = max(remind_at) + 1 if remind_at else None
-    mine: dict[int, list[tuple[DebriefView, int]]] = defaultdict(list)
+    open_of: dict[int, list[tuple[Debrief, int]]] = defaultdict(list)
     due_reminder: set[int] = set()
-    escalated: dict[int, list[tuple[DebriefView, int]]] = defaultdict(list)
+    escalate: dict[int, list[tuple[Debrief, int]]] = defaultdict(list)
     for debrief in debriefs:
         owner = facts.person(debrief.owner_id)
         if owner is None or not owner.active or owner.away_on(on):
             continue
         age = business_age(debrief.created_at, on, facts.tz, facts.holidays)
-        view = await load_view(run.session, facts.settings, facts.tz, debrief, names)
-        if escalate_at is not None and age >= escalate_at:
-            target = escalation_target(facts, owner)
-            if target is not None:
-                debrief.status = "escalated"
-                debrief.escalated_to_id = target.id
-                escalated[target.id].append((view, age))
+        target = escalation_target(facts, owner) if escalate_at is not None and age >= escalate_at else None
+        if target is not None:
+            debrief.status = "escalated"
+            debrief.escalated_to_id = target.id
+            escalate[target.id].append((debrief, age))
             continue
-        mine[owner.id].append((view, age))
+        open_of[owner.id].append((debrief, age))
         if age in remind_at:
             due_reminder.add(owner.id)
+
+    async def described(items: list[tuple[Debrief, int]]) -> list[tuple[DebriefView, int]]:
+        return [(await load_view(run.session, facts.settings, facts.tz, d, names), age) for d, age in items]
+
     out = [
-        Outgoing(Recipient.person(owner_id), "reminder", reminder_message(mine[owner_id]))
+        Outgoing(Recipient.person(owner_id), "reminder", reminder_message(await described(open_of[owner_id])))
         for owner_id in sorted(due_reminder)
     ]
     out += [
-        Outgoing(Recipient.person(target_id), "escalation", escalation_message(items, len(remind_at)))
-        for target_id, items in sorted(escalated.items())
+        Outgoing(Recipient.person(target_id), "escalation", escalation_message(await described(items), len(remind_at)))
+        for target_id, items in sorted(escalate.items())
     ]
     return out
 

@@ -45,7 +45,7 @@ from cadences.pipeline_metrics import (
 )
 from cadences.pipeline_review import WEEKDAYS, coverage_text, forecast_text, gather, last_review_at
 from cadences.rituals import Due, EngagementFacts, Outgoing, PersonFacts, Recipient, RitualRun, at_local, in_window
-from storage.models import Deal
+from storage.models import Deal, Role
 
 RITUAL = "founder_digest"
 PURPOSE = "digest"
@@ -74,8 +74,14 @@ def period_of(week: str, person: PersonFacts) -> str:
 
 
 def recipients(facts: EngagementFacts) -> list[PersonFacts]:
-    """The digest's active recipients, in the order the engagement file names them."""
-    found = [facts.person(key) for key in facts.settings.digest.recipients or []]
+    """The digest's active recipients, in the order the engagement file names them; when the stored
+    settings name none (`None`, not an empty list), the founders, else the forecast owner."""
+    keys = facts.settings.digest.recipients
+    found: list[PersonFacts | None] = (
+        [facts.person(key) for key in keys]
+        if keys is not None
+        else list(facts.with_role(Role.FOUNDER)) or [facts.person(facts.settings.forecast_owner)]
+    )
     return list({p.id: p for p in found if p is not None and p.active}.values())
 
 

@@ -102,7 +102,7 @@ class Readiness:
     @property
     def review_line(self) -> str:
         host = self.review_host.name if self.review_host else "nobody"
-        line = f"The pipeline review is hosted by {host}"
+        line = f"hosted by {host}"
         incoming = self.incoming_host
         if incoming is None:
             return line + "; nobody is named to take it over yet."

@@ -347,7 +347,9 @@ def parse_status(typed: str) -> str:
 
 
 async def set_status(ctx: Context, key: str, status: str, note: str | None) -> StatusChange:
-    """Record a deliverable's status as `ctx.actor`: its owner, a manager, the CRO or a founder may."""
+    """Record a deliverable's status as `ctx.actor`: its owner, a manager, the CRO or a founder may.
+
+    The note belongs to the status it explains, so a new status without a note clears the old one."""
     if ctx.actor is None:
         raise PlanError("You're not part of this engagement, so you can't update its plan.", "denied")
     async with ctx.db.write() as session:

@@ -57,7 +57,8 @@ def short_day(d: date) -> str:
     return f"{d:%b} {d.day}"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """'1 deal', '2 deals'."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -252,8 +253,16 @@ class Movement:
     @property
     def is_empty(self) -> bool:
         return not any(
-            (self.new, self.advanced, self.regressed, self.slipped, self.pulled_in, self.won, self.lost,
-             self.amount_changes)
+            (
+                self.new,
+                self.advanced,
+                self.regressed,
+                self.slipped,
+                self.pulled_in,
+                self.won,
+                self.lost,
+                self.amount_changes,
+            )
         )
 
 
@@ -315,8 +324,15 @@ async def movement(session: AsyncSession, engagement_id: int, since: datetime, u
     stages = {s.key: s for s in await engagement_repo.stages(session, engagement_id)}
     closed_keys = {k for k, s in stages.items() if s.kind != StageKind.OPEN}
     rows = await session.execute(
-        select(DealHistory.deal_id, DealHistory.kind, DealHistory.changes, Deal.name, Person.name, Deal.amount,
-               Deal.slip_count)
+        select(
+            DealHistory.deal_id,
+            DealHistory.kind,
+            DealHistory.changes,
+            Deal.name,
+            Person.name,
+            Deal.amount,
+            Deal.slip_count,
+        )
         .join(Deal, Deal.id == DealHistory.deal_id)
         .join(Person, Person.id == Deal.owner_id)
         .where(DealHistory.engagement_id == engagement_id, DealHistory.at >= since, DealHistory.at < until)
@@ -342,8 +358,9 @@ async def movement(session: AsyncSession, engagement_id: int, since: datetime, u
         if t.close and t.close[0] != t.close[1]:
             later = t.close[1] > t.close[0]
             out = later and t.close[0] <= quarter_end < t.close[1]
-            move_d = DateMove(deal_id, t.deal, t.owner, t.close[0], t.close[1], t.later if later else t.earlier,
-                              t.slip_count, out)
+            move_d = DateMove(
+                deal_id, t.deal, t.owner, t.close[0], t.close[1], t.later if later else t.earlier, t.slip_count, out
+            )
             (result.slipped if later else result.pulled_in).append(move_d)
         if t.money and t.money[0] != t.money[1]:
             result.amount_changes.append(AmountChange(deal_id, t.deal, t.owner, t.money[0], t.money[1]))
@@ -493,9 +510,7 @@ async def flagged_for_review(
     late = stage_ids(stages, settings.late_stages, slice(-2, None))
     slipped = {m.deal_id: m for m in (await movement(session, facts.id, since, now)).slipped}
     stalled_before = now - timedelta(days=settings.stalled_days)
-    has_actions = (
-        select(ActionItem.id).where(ActionItem.deal_id == Deal.id, ActionItem.status == "open").exists()
-    )
+    has_actions = select(ActionItem.id).where(ActionItem.deal_id == Deal.id, ActionItem.status == "open").exists()
     flagged = or_(
         Deal.slip_count >= 2,
         Deal.id.in_(list(slipped)) if slipped else false(),
@@ -511,20 +526,24 @@ async def flagged_for_review(
     )
     deals = list((await session.execute(stmt)).scalars())
     actions = dict(
-        (await session.execute(
-            select(ActionItem.deal_id, func.count(ActionItem.id))
-            .where(ActionItem.deal_id.in_([d.id for d in deals]), ActionItem.status == "open")
-            .group_by(ActionItem.deal_id)
-        )).all()
+        (
+            await session.execute(
+                select(ActionItem.deal_id, func.count(ActionItem.id))
+                .where(ActionItem.deal_id.in_([d.id for d in deals]), ActionItem.status == "open")
+                .group_by(ActionItem.deal_id)
+            )
+        ).all()
     )
     result = []
     for deal in deals:
         reasons = []
-        slips = _plural(deal.slip_count, "time")
+        slips = plural(deal.slip_count, "time")
         if deal.id in slipped:
             move = slipped[deal.id]
-            reasons.append(f"Slipped {slips}: close date moved {short_day(move.before)} → {short_day(move.after)}"
-                           " since the last review")
+            reasons.append(
+                f"Slipped {slips}: close date moved {short_day(move.before)} → {short_day(move.after)}"
+                " since the last review"
+            )
         elif deal.slip_count >= 2:
             reasons.append(f"Slipped {slips}")
         stage = by_id[deal.stage_id]
@@ -534,7 +553,7 @@ async def flagged_for_review(
         if deal.amount is not None and deal.amount >= settings.large_deal_amount and deal.stage_id in late:
             reasons.append(f"Large late-stage deal ({format_money_short(deal.amount, deal.currency)} in {stage.name})")
         if actions.get(deal.id):
-            reasons.append(f"{_plural(actions[deal.id], 'open action item')}")
+            reasons.append(plural(actions[deal.id], "open action item"))
         result.append(Flag(deal, reasons))
     return result
 
@@ -572,8 +591,16 @@ async def open_action_items(
     """Open action items, soonest due first (undated last), optionally narrowed by owner, deals, due date
     (on or before `due_by`) or creation time."""
     stmt = (
-        select(ActionItem.id, ActionItem.text, ActionItem.owner_id, Person.name, ActionItem.due_date,
-               ActionItem.deal_id, Deal.name, ActionItem.created_at)
+        select(
+            ActionItem.id,
+            ActionItem.text,
+            ActionItem.owner_id,
+            Person.name,
+            ActionItem.due_date,
+            ActionItem.deal_id,
+            Deal.name,
+            ActionItem.created_at,
+        )
         .join(Person, Person.id == ActionItem.owner_id)
         .outerjoin(Deal, Deal.id == ActionItem.deal_id)
         .where(ActionItem.engagement_id == engagement_id, ActionItem.status == "open")
@@ -624,8 +651,13 @@ async def win_rate(session: AsyncSession, engagement_id: int, start: date, end: 
     stmt = (
         select(Stage.kind, func.count(Deal.id), func.sum(Deal.amount))
         .join(Stage, Stage.id == Deal.stage_id)
-        .where(Deal.engagement_id == engagement_id, Deal.is_open.is_(False), Deal.close_date >= start,
-               Deal.close_date < end, Stage.kind.in_((StageKind.WON.value, StageKind.LOST.value)))
+        .where(
+            Deal.engagement_id == engagement_id,
+            Deal.is_open.is_(False),
+            Deal.close_date >= start,
+            Deal.close_date < end,
+            Stage.kind.in_((StageKind.WON.value, StageKind.LOST.value)),
+        )
         .group_by(Stage.kind)
     )
     found = {kind: (int(n), _amount(total)) for kind, n, total in (await session.execute(stmt)).all()}
@@ -657,8 +689,11 @@ def snapshot_totals(numbers: QuarterNumbers) -> dict[str, str | None]:
         "pipeline": numbers.rollup.pipeline,
         "weighted": numbers.rollup.weighted,
     }
-    return {"quarter": numbers.label, **{k: str(v) for k, v in values.items()},
-            "coverage": None if coverage is None else str(coverage)}
+    return {
+        "quarter": numbers.label,
+        **{k: str(v) for k, v in values.items()},
+        "coverage": None if coverage is None else str(coverage),
+    }
 
 
 @dataclass(frozen=True)
@@ -683,11 +718,13 @@ async def rolling_snapshot_totals(session: AsyncSession, engagement_id: int, wee
     points = []
     for snap in reversed((await session.execute(stmt)).scalars().all()):
         totals = snap.totals
-        points.append(SnapshotPoint(
-            week=snap.week,
-            taken_at=snap.taken_at.astimezone(UTC),
-            quarter=str(totals.get("quarter", "")),
-            figures={k: Decimal(str(totals[k])) for k in SNAPSHOT_FIGURES if totals.get(k) is not None},
-            coverage=None if totals.get("coverage") is None else Decimal(str(totals["coverage"])),
-        ))
+        points.append(
+            SnapshotPoint(
+                week=snap.week,
+                taken_at=snap.taken_at.astimezone(UTC),
+                quarter=str(totals.get("quarter", "")),
+                figures={k: Decimal(str(totals[k])) for k in SNAPSHOT_FIGURES if totals.get(k) is not None},
+                coverage=None if totals.get("coverage") is None else Decimal(str(totals["coverage"])),
+            )
+        )
     return points

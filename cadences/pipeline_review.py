@@ -53,6 +53,7 @@ from cadences.pipeline_metrics import (
     hygiene,
     movement,
     open_action_items,
+    plural,
     quarter_numbers,
     short_day,
     snapshot_totals,
@@ -118,8 +119,12 @@ async def current_host(session: AsyncSession, facts: EngagementFacts, ritual: st
     changes the review's host, the forecast owner and the permissions together."""
     handed = (
         select(HandoffTask.to_id)
-        .where(HandoffTask.engagement_id == facts.id, HandoffTask.ritual == ritual, HandoffTask.status == "done",
-               HandoffTask.to_id.is_not(None))
+        .where(
+            HandoffTask.engagement_id == facts.id,
+            HandoffTask.ritual == ritual,
+            HandoffTask.status == "done",
+            HandoffTask.to_id.is_not(None),
+        )
         .order_by(HandoffTask.status_at.is_(None), HandoffTask.status_at.desc(), HandoffTask.id.desc())
         .limit(1)
     )
@@ -128,8 +133,10 @@ async def current_host(session: AsyncSession, facts: EngagementFacts, ritual: st
     if owner is not None and owner.active:
         return owner
     settings = facts.settings
-    configured = {REVIEW: settings.pipeline_review.host or settings.forecast_owner,
-                  "forecast": settings.forecast_owner}.get(ritual)
+    configured = {
+        REVIEW: settings.pipeline_review.host or settings.forecast_owner,
+        "forecast": settings.forecast_owner,
+    }.get(ritual)
     person = facts.person(configured)
     return person if person is not None and person.active else facts.cro
 
@@ -138,8 +145,12 @@ async def last_review_at(session: AsyncSession, engagement_id: int, before: date
     """When the previous review was posted (the due time of the latest planned review before `before`)."""
     stmt = (
         select(Occurrence.due_at)
-        .where(Occurrence.engagement_id == engagement_id, Occurrence.ritual == REVIEW,
-               Occurrence.status == "planned", Occurrence.due_at < before)
+        .where(
+            Occurrence.engagement_id == engagement_id,
+            Occurrence.ritual == REVIEW,
+            Occurrence.status == "planned",
+            Occurrence.due_at < before,
+        )
         .order_by(Occurrence.due_at.desc())
         .limit(1)
     )
@@ -173,8 +184,9 @@ class ReviewFigures:
     host: PersonFacts | None
 
 
-async def latest_call(session: AsyncSession, engagement_id: int, quarter: str,
-                      before: datetime | None = None) -> ForecastCall | None:
+async def latest_call(
+    session: AsyncSession, engagement_id: int, quarter: str, before: datetime | None = None
+) -> ForecastCall | None:
     stmt = select(ForecastCall).where(ForecastCall.engagement_id == engagement_id, ForecastCall.quarter == quarter)
     if before is not None:
         stmt = stmt.where(ForecastCall.at < before)
@@ -182,8 +194,9 @@ async def latest_call(session: AsyncSession, engagement_id: int, quarter: str,
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def gather(session: AsyncSession, facts: EngagementFacts, today: date, now: datetime, since: datetime,
-                 host: PersonFacts | None) -> ReviewFigures:
+async def gather(
+    session: AsyncSession, facts: EngagementFacts, today: date, now: datetime, since: datetime, host: PersonFacts | None
+) -> ReviewFigures:
     numbers = await quarter_numbers(session, facts.engagement, today)
     return ReviewFigures(
         today=today,
@@ -198,10 +211,6 @@ async def gather(session: AsyncSession, facts: EngagementFacts, today: date, now
         flagged=await flagged_for_review(session, facts, today, now, since=since),
         host=host,
     )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _pct(share: Decimal) -> str:
@@ -247,7 +256,7 @@ def movement_blocks(mv: Movement, money: MoneyText) -> list[Block]:
 
     slipped = [
         f"{who(m.deal, m.owner)} · {short_day(m.before)} → {short_day(m.after)} · slipped "
-        f"{_plural(m.slip_count, 'time')} in all" + (" · out of this quarter" if m.slipped_out else "")
+        f"{plural(m.slip_count, 'time')} in all" + (" · out of this quarter" if m.slipped_out else "")
         for m in mv.slipped
     ]
     sections: list[tuple[str, list[str]]] = [
@@ -255,17 +264,19 @@ def movement_blocks(mv: Movement, money: MoneyText) -> list[Block]:
         ("Advanced", [f"{who(m.deal, m.owner)} · {m.before} → {m.after}" for m in mv.advanced]),
         ("Regressed", [f"{who(m.deal, m.owner)} · {m.before} → {m.after}" for m in mv.regressed]),
         ("Slipped", slipped),
-        ("Pulled in", [f"{who(m.deal, m.owner)} · {short_day(m.before)} → {short_day(m.after)}"
-                       for m in mv.pulled_in]),
+        ("Pulled in", [f"{who(m.deal, m.owner)} · {short_day(m.before)} → {short_day(m.after)}" for m in mv.pulled_in]),
         ("Won", [f"{who(e.deal, e.owner)} · {money(e.amount)}" for e in mv.won]),
         ("Lost", [f"{who(e.deal, e.owner)} · {money(e.amount)}" for e in mv.lost]),
     ]
     blocks: list[Block] = [_bullets(f"{title} ({len(lines)})", lines) for title, lines in sections if lines]
     if mv.amount_changes:
-        lines = [f"{who(c.deal, c.owner)} · {money(c.before)} → {money(c.after)} ({money.signed(c.delta)})"
-                 for c in mv.amount_changes]
-        blocks.append(_bullets(f"Amount changes ({len(lines)})", lines,
-                               tail=f"Net change: {money.signed(mv.net_amount_delta)}"))
+        lines = [
+            f"{who(c.deal, c.owner)} · {money(c.before)} → {money(c.after)} ({money.signed(c.delta)})"
+            for c in mv.amount_changes
+        ]
+        blocks.append(
+            _bullets(f"Amount changes ({len(lines)})", lines, tail=f"Net change: {money.signed(mv.net_amount_delta)}")
+        )
     return blocks or [Paragraph(text="No deal changes were recorded.", muted=True)]
 
 
@@ -274,8 +285,15 @@ def hygiene_block(rows: Sequence[RepHygiene]) -> Block:
         return Paragraph(text="No active reps.", muted=True)
     return Table(
         columns=["Rep", "Open deals", "Updated", "Share"],
-        rows=[[r.name + (" (out of office, excused)" if r.excused else ""), str(r.open_deals), str(r.fresh),
-               "—" if r.share is None else _pct(r.share)] for r in rows],
+        rows=[
+            [
+                r.name + (" (out of office, excused)" if r.excused else ""),
+                str(r.open_deals),
+                str(r.fresh),
+                "—" if r.share is None else _pct(r.share),
+            ]
+            for r in rows
+        ],
     )
 
 
@@ -287,9 +305,11 @@ def forecast_text(fig: ReviewFigures, names: deal_views.Names, tz: ZoneInfo) -> 
     projected_best = projected_commit + numbers.rollup.best_case
     if call is None:
         owner = fig.forecast_owner.name if fig.forecast_owner else "The forecast owner"
-        return (f"No forecast call for {numbers.label} yet. {owner} calls it with "
-                f"/pipeline forecast commit=… best=…. Closed won {money(numbers.won)} + commit "
-                f"{money(numbers.rollup.commit)} = {money(projected_commit)}.")
+        return (
+            f"No forecast call for {numbers.label} yet. {owner} calls it with "
+            f"/pipeline forecast commit=… best=…. Closed won {money(numbers.won)} + commit "
+            f"{money(numbers.rollup.commit)} = {money(projected_commit)}."
+        )
 
     def against(projected: Decimal, called: Decimal) -> str:
         gap = projected - called
@@ -306,15 +326,26 @@ def forecast_text(fig: ReviewFigures, names: deal_views.Names, tz: ZoneInfo) -> 
     )
 
 
-def review_blocks(fig: ReviewFigures, names: deal_views.Names, facts: EngagementFacts, *,
-                  snapshot: bool, moved_from: date | None = None) -> list[Block]:
+def review_blocks(
+    fig: ReviewFigures,
+    names: deal_views.Names,
+    facts: EngagementFacts,
+    *,
+    snapshot: bool,
+    moved_from: date | None = None,
+) -> list[Block]:
     """The review post (or, with `snapshot`, the same figures for `/pipeline snapshot`)."""
     money = MoneyText(names.currency)
     numbers = fig.numbers
     local_now = fig.now.astimezone(facts.tz)
     title = "Pipeline snapshot" if snapshot else "Pipeline review"
-    intro = (f"Figures as of {local_now:%a %b} {local_now.day}, {local_now:%H:%M}." if snapshot
-             else f"Hosted by {fig.host.name}." if fig.host else "No host is set.")
+    intro = (
+        f"Figures as of {local_now:%a %b} {local_now.day}, {local_now:%H:%M}."
+        if snapshot
+        else f"Hosted by {fig.host.name}."
+        if fig.host
+        else "No host is set."
+    )
     if moved_from is not None:
         intro += f" Moved from {moved_from:%a %b} {moved_from.day} (not a business day)."
     won_of_quota = f" ({_pct(numbers.won / numbers.quota)})" if numbers.quota else ""
@@ -322,20 +353,29 @@ def review_blocks(fig: ReviewFigures, names: deal_views.Names, facts: Engagement
     blocks: list[Block] = [
         Header(text=f"{title} · {numbers.label} · {fig.today:%a %b} {fig.today.day}"),
         Paragraph(text=intro),
-        Fields(items=[
-            FieldItem(label="Closed won this quarter", value=f"{money(numbers.won)} of {money(numbers.quota)}"
-                      f"{won_of_quota}"),
-            FieldItem(label="Remaining quota", value=money(numbers.remaining)),
-            FieldItem(label=f"Open pipeline closing by {short_day(numbers.end)}", value=money(numbers.open_pipeline)),
-            FieldItem(label="Coverage", value=coverage_text(numbers)),
-        ]),
-        Table(columns=["Roll-up", "Amount"], rows=[
-            ["Commit", money(r.commit)],
-            ["Best case", money(r.best_case)],
-            ["Pipeline", money(r.pipeline)],
-            ["Commit + best case", money(r.commit_best_case)],
-            ["Weighted", money(r.weighted)],
-        ]),
+        Fields(
+            items=[
+                FieldItem(
+                    label="Closed won this quarter",
+                    value=f"{money(numbers.won)} of {money(numbers.quota)}{won_of_quota}",
+                ),
+                FieldItem(label="Remaining quota", value=money(numbers.remaining)),
+                FieldItem(
+                    label=f"Open pipeline closing by {short_day(numbers.end)}", value=money(numbers.open_pipeline)
+                ),
+                FieldItem(label="Coverage", value=coverage_text(numbers)),
+            ]
+        ),
+        Table(
+            columns=["Roll-up", "Amount"],
+            rows=[
+                ["Commit", money(r.commit)],
+                ["Best case", money(r.best_case)],
+                ["Pipeline", money(r.pipeline)],
+                ["Commit + best case", money(r.commit_best_case)],
+                ["Weighted", money(r.weighted)],
+            ],
+        ),
         Header(text=f"Since the last review ({short_day(fig.since.astimezone(facts.tz).date())})"),
         *movement_blocks(fig.movement, money),
         Header(text="Hygiene: deals updated or confirmed since the last review"),
@@ -346,14 +386,22 @@ def review_blocks(fig: ReviewFigures, names: deal_views.Names, facts: Engagement
     ]
     shown = fig.actions[:MAX_ACTIONS_SHOWN]
     more = "… and more: /pipeline actions" if len(fig.actions) > MAX_ACTIONS_SHOWN else None
-    blocks.append(_bullets(f"{_plural(len(shown), 'item')} open", [action_line(a, fig.today) for a in shown],
-                           tail=more) if shown else Paragraph(text="None open.", muted=True))
+    blocks.append(
+        _bullets(f"{plural(len(shown), 'item')} open", [action_line(a, fig.today) for a in shown], tail=more)
+        if shown
+        else Paragraph(text="None open.", muted=True)
+    )
     if snapshot:
         items = [deal_views.deal_item(f.deal, names, f.reasons) for f in fig.flagged]
         blocks.append(DealList(title="Deals the review would discuss", items=items, empty_text="None flagged."))
     elif fig.flagged:
-        blocks.append(Paragraph(text=f"{_plural(len(fig.flagged), 'deal')} to discuss, largest first: one thread "
-                                     "reply each, with its card and buttons.", muted=True))
+        blocks.append(
+            Paragraph(
+                text=f"{plural(len(fig.flagged), 'deal')} to discuss, largest first: one thread "
+                "reply each, with its card and buttons.",
+                muted=True,
+            )
+        )
     else:
         blocks.append(Paragraph(text="No deals flagged for discussion this week.", muted=True))
     return blocks
@@ -378,19 +426,24 @@ def _split_text(text: str, limit: int) -> list[str]:
     return [*pieces, current]
 
 
-def fit_blocks(blocks: Sequence[Block], *, max_blocks: int = MAX_BLOCKS,
-               max_chars: int = MAX_PARAGRAPH) -> tuple[list[Block], list[list[Block]]]:
+def fit_blocks(
+    blocks: Sequence[Block], *, max_blocks: int = MAX_BLOCKS, max_chars: int = MAX_PARAGRAPH
+) -> tuple[list[Block], list[list[Block]]]:
     """Keep a message within chat limits: at most `max_blocks` blocks and paragraphs of at most
     `max_chars`. What does not fit moves, in order, to continuation messages (each within the same
     limits); the main message ends with a note saying so."""
+    split: list[list[Block]] = [
+        [Paragraph(text=t, muted=block.muted) for t in _split_text(block.text, max_chars)]
+        if isinstance(block, Paragraph)
+        else [block]
+        for block in blocks
+    ]
+    if len(blocks) <= max_blocks and all(len(pieces) == 1 for pieces in split):
+        return list(blocks), []
     note = Paragraph(text="Continued in the thread.", muted=True)
     main: list[Block] = []
     rest: list[Block] = []
-    for block in blocks:
-        pieces: list[Block] = (
-            [Paragraph(text=t, muted=block.muted) for t in _split_text(block.text, max_chars)]
-            if isinstance(block, Paragraph) else [block]
-        )
+    for pieces in split:
         if rest or len(main) >= max_blocks - 1:
             rest += pieces
         else:
@@ -398,16 +451,19 @@ def fit_blocks(blocks: Sequence[Block], *, max_blocks: int = MAX_BLOCKS,
             rest += pieces[1:]
     if not rest:
         return main, []
-    return [*main, note], [rest[i:i + max_blocks] for i in range(0, len(rest), max_blocks)]
+    return [*main, note], [rest[i : i + max_blocks] for i in range(0, len(rest), max_blocks)]
 
 
 def add_action_button(deal_name: str, deal_id: int, owner_key: str) -> Button:
-    return Button(label="Add action item", action_id="review_add_action", value=str(deal_id),
-                  command=f'/pipeline action "{deal_name}" owner=@{owner_key} due=... text="..."')
+    return Button(
+        label="Add action item",
+        action_id="review_add_action",
+        value=str(deal_id),
+        command=f'/pipeline action "{deal_name}" owner=@{owner_key} due=... text="..."',
+    )
 
 
-def deal_thread_message(flag: Flag, names: deal_views.Names, actions: Sequence[OpenAction],
-                        today: date) -> Message:
+def deal_thread_message(flag: Flag, names: deal_views.Names, actions: Sequence[OpenAction], today: date) -> Message:
     """One flagged deal, as its review thread reply: the card, why it is here, its open action items."""
     deal = flag.deal
     blocks: list[Block] = [
@@ -422,14 +478,21 @@ def deal_thread_message(flag: Flag, names: deal_views.Names, actions: Sequence[O
     return Message(text=f"{deal.name}: " + "; ".join(flag.reasons), blocks=blocks)
 
 
-async def record_snapshot(session: AsyncSession, engagement_id: int, week: str, now: datetime,
-                          numbers: QuarterNumbers) -> None:
+async def record_snapshot(
+    session: AsyncSession, engagement_id: int, week: str, now: datetime, numbers: QuarterNumbers
+) -> None:
     """The week's figures, kept once per week: the first review of a week wins."""
-    found = (await session.execute(select(PipelineSnapshot.id).where(
-        PipelineSnapshot.engagement_id == engagement_id, PipelineSnapshot.week == week))).scalar_one_or_none()
+    found = (
+        await session.execute(
+            select(PipelineSnapshot.id).where(
+                PipelineSnapshot.engagement_id == engagement_id, PipelineSnapshot.week == week
+            )
+        )
+    ).scalar_one_or_none()
     if found is None:
-        session.add(PipelineSnapshot(engagement_id=engagement_id, week=week, taken_at=now,
-                                     totals=snapshot_totals(numbers)))
+        session.add(
+            PipelineSnapshot(engagement_id=engagement_id, week=week, taken_at=now, totals=snapshot_totals(numbers))
+        )
         await session.flush()
 
 
@@ -461,12 +524,18 @@ class PipelineReview:
         moved_from = date.fromisoformat(scheduled) if scheduled and scheduled != today.isoformat() else None
         main, continued = fit_blocks(review_blocks(fig, names, facts, snapshot=False, moved_from=moved_from))
         channel = Recipient.channel(facts.settings.pipeline_review.channel)
-        summary = (f"Pipeline review {fig.numbers.label}: coverage {coverage_text(fig.numbers)}, "
-                   f"{_plural(len(fig.flagged), 'deal')} to discuss")
+        summary = (
+            f"Pipeline review {fig.numbers.label}: coverage {coverage_text(fig.numbers)}, "
+            f"{plural(len(fig.flagged), 'deal')} to discuss"
+        )
         out = [Outgoing(channel, "review", Message(text=summary, blocks=main), subject=f"review:{occ.period}")]
         out += [
-            Outgoing(channel, f"review-cont-{n}", Message(text=f"Pipeline review, continued ({n})", blocks=blocks),
-                     thread_of="review")
+            Outgoing(
+                channel,
+                f"review-cont-{n}",
+                Message(text=f"Pipeline review, continued ({n})", blocks=blocks),
+                thread_of="review",
+            )
             for n, blocks in enumerate(continued, 1)
         ]
         actions = await open_action_items(session, facts.id, deal_ids=[f.deal.id for f in fig.flagged])
@@ -481,24 +550,34 @@ class PipelineReview:
 def _duration(minutes: int) -> str:
     if minutes % 60 == 0 and minutes >= 120:
         return f"{minutes // 60} hours"
-    return _plural(minutes, "minute")
+    return plural(minutes, "minute")
 
 
-def nudge_message(rep: PersonFacts, items: Sequence[Attention], names: deal_views.Names, review_at: datetime,
-                  *, last_call_minutes: int | None = None) -> Message:
+def nudge_message(
+    rep: PersonFacts,
+    items: Sequence[Attention],
+    names: deal_views.Names,
+    review_at: datetime,
+    *,
+    last_call_minutes: int | None = None,
+) -> Message:
     """A rep's deals to fix before the review, each with its reasons and Update / Still accurate buttons."""
     when = review_at.astimezone(rep.timezone)
-    count = _plural(len(items), "deal")
+    count = plural(len(items), "deal")
     if last_call_minutes is None:
         header = "Before the pipeline review"
         text = f"Pipeline review {when:%a} {when:%H:%M} your time: {count} of yours need a look"
-        intro = (f"The pipeline review is {when:%A %b} {when.day} at {when:%H:%M} your time. Please update "
-                 "these deals, or tap Still accurate if nothing changed:")
+        intro = (
+            f"The pipeline review is {when:%A %b} {when.day} at {when:%H:%M} your time. Please update "
+            "these deals, or tap Still accurate if nothing changed:"
+        )
     else:
         header = "Last call before the pipeline review"
         text = f"Last call: the review starts in {_duration(last_call_minutes)} — {count} still need a look"
-        intro = (f"Last call: the review starts in {_duration(last_call_minutes)} ({when:%H:%M} your time). "
-                 "These deals still need an update or a Still accurate:")
+        intro = (
+            f"Last call: the review starts in {_duration(last_call_minutes)} ({when:%H:%M} your time). "
+            "These deals still need an update or a Still accurate:"
+        )
     items_out = [deal_views.deal_item(a.deal, names, a.reasons, deal_views.deal_buttons(a.deal)) for a in items]
     return Message(text=text, blocks=[Header(text=header), Paragraph(text=intro), DealList(items=items_out)])
 
@@ -515,8 +594,12 @@ def _rep_dues(ritual: str, facts: EngagementFacts, start: datetime, end: datetim
             due_at = nudge_at if nudge else slot.due_at - timedelta(minutes=minutes)
             if due_at >= slot.due_at:
                 continue
-            detail = {"rep_id": rep.id, "review_day": slot.day.isoformat(), "review_at": slot.due_at.isoformat(),
-                      "nudge_at": nudge_at.isoformat()}
+            detail = {
+                "rep_id": rep.id,
+                "review_day": slot.day.isoformat(),
+                "review_at": slot.due_at.isoformat(),
+                "nudge_at": nudge_at.isoformat(),
+            }
             yield Due(ritual, f"{slot.week}/{rep.key}", due_at, slot.due_at - due_at, detail)
 
 
@@ -543,10 +626,10 @@ async def _rep_plan(run: RitualRun, *, last_call: bool) -> Sequence[Outgoing]:
     occ.detail = {**detail, "deals": [a.deal.id for a in items]}
     names = await deal_views.load_names(session, facts.id, facts.engagement.currency)
     minutes = facts.settings.pipeline_review.nudge.last_call_minutes_before if last_call else None
-    message = nudge_message(rep, items, names, datetime.fromisoformat(detail["review_at"]),
-                            last_call_minutes=minutes)
-    return [Outgoing(Recipient.person(rep.id), "last-call" if last_call else "nudge", message,
-                     subject=f"nudge:{rep.id}")]
+    message = nudge_message(rep, items, names, datetime.fromisoformat(detail["review_at"]), last_call_minutes=minutes)
+    return [
+        Outgoing(Recipient.person(rep.id), "last-call" if last_call else "nudge", message, subject=f"nudge:{rep.id}")
+    ]
 
 
 class PreReviewNudge:
@@ -595,13 +678,20 @@ class ActionReminder:
             owner = run.facts.person(owner_id)
             if owner is None or not owner.active or owner.away_on(today):
                 continue
-            count = _plural(len(mine), "action item")
-            buttons = [Button(label=f"Done #{a.id}", action_id="action_done", value=str(a.id),
-                              command=f"/pipeline done {a.id}") for a in mine[:10]]
-            message = Message(text=f"{count} due today or overdue", blocks=[
-                Header(text="Action items due"),
-                _bullets(f"{count} due today or overdue", [action_line(a, today) for a in mine]),
-                Actions(buttons=buttons),
-            ])
+            count = plural(len(mine), "action item")
+            buttons = [
+                Button(
+                    label=f"Done #{a.id}", action_id="action_done", value=str(a.id), command=f"/pipeline done {a.id}"
+                )
+                for a in mine[:10]
+            ]
+            message = Message(
+                text=f"{count} due today or overdue",
+                blocks=[
+                    Header(text="Action items due"),
+                    _bullets(f"{count} due today or overdue", [action_line(a, today) for a in mine]),
+                    Actions(buttons=buttons),
+                ],
+            )
             out.append(Outgoing(Recipient.person(owner_id), "actions", message, subject=f"actions:{owner_id}"))
         return out

@@ -164,8 +164,10 @@ async def _start(ctx: Context, rest: list[str]) -> CommandResult:
     if existing is not None:
         return CommandResult([reply(_already(existing, ctx, names))], action="pipeline.start", outcome="unchanged")
     if ctx.cadence is None:
-        message = ("The scheduler isn't running, so I can't post the review from here. Start Cadence with "
-                   "`cadence run`, or see the figures now with /pipeline snapshot.")
+        message = (
+            "The scheduler isn't running, so I can't post the review from here. Start Cadence with "
+            "`cadence run`, or see the figures now with /pipeline snapshot."
+        )
         return CommandResult([reply(message)], action="pipeline.start", outcome="unavailable")
     occ_id = await ctx.cadence.trigger(ctx.engagement, REVIEW, week, host_id=actor.id)
     async with ctx.db.session() as session:
@@ -175,8 +177,11 @@ async def _start(ctx: Context, rest: list[str]) -> CommandResult:
         outcome = "unchanged" if occ_id is None else "failed"
         return CommandResult([reply(_already(occ, ctx, names))], action="pipeline.start", outcome=outcome)
     channel = facts.settings.pipeline_review.channel
-    return CommandResult([reply(f"Posted this week's pipeline review ({week}) in #{channel}, hosted by you.")],
-                         action="pipeline.start", target=f"occurrence:{occ_id}")
+    return CommandResult(
+        [reply(f"Posted this week's pipeline review ({week}) in #{channel}, hosted by you.")],
+        action="pipeline.start",
+        target=f"occurrence:{occ_id}",
+    )
 
 
 # --- the forecast ---------------------------------------------------------------------------------------------
@@ -219,20 +224,35 @@ async def _forecast(ctx: Context, rest: list[str]) -> CommandResult:
         numbers = await quarter_numbers(session, ctx.engagement, today)
         previous = await latest_call(session, facts.id, numbers.label)
         if previous is not None and note is None:
-            moves = [_change(label, before, after, money)
-                     for label, before, after in (("commit", previous.commit, commit.amount),
-                                                  ("best case", previous.best_case, best.amount))
-                     if _moved(before, after)]
+            moves = [
+                _change(label, before, after, money)
+                for label, before, after in (
+                    ("commit", previous.commit, commit.amount),
+                    ("best case", previous.best_case, best.amount),
+                )
+                if _moved(before, after)
+            ]
             if moves:
                 question = (
                     f"That moves {' and '.join(moves)} since the call on {short_day(previous.at.astimezone(ctx.tz))}."
                     " What changed? Send it again with a note, e.g. /pipeline forecast "
                     f'commit={fields["commit"]} best={fields["best"]} note="Globex slipped to next quarter"'
                 )
-                return CommandResult([reply(question)], action="pipeline.forecast", outcome="needs_note",
-                                     detail={"quarter": numbers.label})
-        call = ForecastCall(engagement_id=facts.id, quarter=numbers.label, commit=commit.amount,
-                            best_case=best.amount, by_id=actor.id, at=now, note=note)
+                return CommandResult(
+                    [reply(question)],
+                    action="pipeline.forecast",
+                    outcome="needs_note",
+                    detail={"quarter": numbers.label},
+                )
+        call = ForecastCall(
+            engagement_id=facts.id,
+            quarter=numbers.label,
+            commit=commit.amount,
+            best_case=best.amount,
+            by_id=actor.id,
+            at=now,
+            note=note,
+        )
         session.add(call)
         await session.flush()
         call_id = call.id
@@ -241,15 +261,25 @@ async def _forecast(ctx: Context, rest: list[str]) -> CommandResult:
     intro = f"Forecast for {numbers.label} recorded: commit {money(commit.amount)}, best case {money(best.amount)}."
     blocks: list[Block] = [
         Paragraph(text=intro),
-        Table(columns=["", "Your call", "Pipeline now"], rows=[
-            ["Commit", money(commit.amount), money(projected)],
-            ["Best case", money(best.amount), money(projected + r.best_case)],
-        ]),
-        Paragraph(text=f"Pipeline now = closed won {money(numbers.won)} + open commit {money(r.commit)} "
-                       f"(+ best case {money(r.best_case)}). Weighted pipeline: {money(r.weighted)}.", muted=True),
+        Table(
+            columns=["", "Your call", "Pipeline now"],
+            rows=[
+                ["Commit", money(commit.amount), money(projected)],
+                ["Best case", money(best.amount), money(projected + r.best_case)],
+            ],
+        ),
+        Paragraph(
+            text=f"Pipeline now = closed won {money(numbers.won)} + open commit {money(r.commit)} "
+            f"(+ best case {money(r.best_case)}). Weighted pipeline: {money(r.weighted)}.",
+            muted=True,
+        ),
     ]
-    return CommandResult([Message(text=intro, blocks=blocks, ephemeral=True)], action="pipeline.forecast",
-                         target=f"forecast_call:{call_id}", detail={"quarter": numbers.label})
+    return CommandResult(
+        [Message(text=intro, blocks=blocks, ephemeral=True)],
+        action="pipeline.forecast",
+        target=f"forecast_call:{call_id}",
+        detail={"quarter": numbers.label},
+    )
 
 
 def find_quarter(text: str, today: date, fiscal_year_start_month: int) -> tuple[str, date, date]:
@@ -268,8 +298,9 @@ def find_quarter(text: str, today: date, fiscal_year_start_month: int) -> tuple[
         if wanted in ("", compact, compact[-2:] + compact[:-2]) or wanted == compact[-2:]:
             return label, start, end
         day = start - timedelta(days=1)
-    raise GrammarError(f'I couldn\'t find the quarter "{text}". Write it like FY2027 Q3, or "last" for the one '
-                       "that just closed.")
+    raise GrammarError(
+        f'I couldn\'t find the quarter "{text}". Write it like FY2027 Q3, or "last" for the one that just closed.'
+    )
 
 
 async def _accuracy(ctx: Context, rest: list[str]) -> CommandResult:
@@ -280,23 +311,33 @@ async def _accuracy(ctx: Context, rest: list[str]) -> CommandResult:
     money = MoneyText(ctx.engagement.currency)
     span = f"{label} ({short_day(start)} – {short_day(end)}, {end.year})"
     if end >= today:
-        return _read("pipeline.accuracy", reply(
-            f"{span} hasn't closed yet; its forecast accuracy is computed once it has. /pipeline shows it so far."))
+        return _read(
+            "pipeline.accuracy",
+            reply(
+                f"{span} hasn't closed yet; its forecast accuracy is computed once it has. /pipeline shows it so far."
+            ),
+        )
     closes = at_local(end + timedelta(days=1), time(0), ctx.tz)
     async with ctx.db.session() as session:
         call = await latest_call(session, ctx.engagement.id, label, before=closes)
         actual = await closed_won(session, ctx.engagement.id, start, end)
         caller = await session.get(Person, call.by_id) if call is not None and call.by_id else None
     if call is None:
-        return _read("pipeline.accuracy", reply(
-            f"Nobody called the forecast for {span}, so there is no accuracy to compute. Closed won: {money(actual)}."))
+        return _read(
+            "pipeline.accuracy",
+            reply(
+                f"Nobody called the forecast for {span}, so there is no accuracy to compute. "
+                f"Closed won: {money(actual)}."
+            ),
+        )
     accuracy = forecast_accuracy(call.commit, actual)
     made = f"{short_day(call.at.astimezone(ctx.tz).date())}" + (f" by {caller.name}" if caller else "")
     head = f"{span}: the last call was commit {money(call.commit)} (best case {money(call.best_case)}, {made}); "
     if accuracy is None:
         return _read("pipeline.accuracy", reply(head + "nothing closed won, so accuracy isn't defined."))
-    return _read("pipeline.accuracy", reply(
-        head + f"closed won {money(actual)}. Forecast accuracy: {(accuracy * 100):.0f}%."))
+    return _read(
+        "pipeline.accuracy", reply(head + f"closed won {money(actual)}. Forecast accuracy: {(accuracy * 100):.0f}%.")
+    )
 
 
 # --- decisions and action items -------------------------------------------------------------------------------
@@ -326,18 +367,30 @@ async def _decide(ctx: Context, rest: list[str]) -> CommandResult:
         return await _record_decision(session, ctx, actor, deal, text)
 
 
-async def _record_decision(session: AsyncSession, ctx: Context, actor: Person, deal: Deal | None,
-                           text: str) -> CommandResult:
+async def _record_decision(
+    session: AsyncSession, ctx: Context, actor: Person, deal: Deal | None, text: str
+) -> CommandResult:
     if not allowed(actor, Action.RECORD_DECISION, owns=deal is not None and deal.owner_id == actor.id):
-        return _denied("pipeline.decide", "Reps record decisions on their own deals; a manager or the CRO "
-                                          "records the rest.")
-    row = Decision(engagement_id=ctx.engagement.id, deal_id=deal.id if deal else None,
-                   occurrence_id=await _this_weeks_review(session, ctx), author_id=actor.id, text=text, at=ctx.now())
+        return _denied(
+            "pipeline.decide", "Reps record decisions on their own deals; a manager or the CRO records the rest."
+        )
+    row = Decision(
+        engagement_id=ctx.engagement.id,
+        deal_id=deal.id if deal else None,
+        occurrence_id=await _this_weeks_review(session, ctx),
+        author_id=actor.id,
+        text=text,
+        at=ctx.now(),
+    )
     session.add(row)
     await session.flush()
     about = deal.name if deal else "the pipeline"
-    return CommandResult([reply(f"Decision recorded for {about}: {text}")], action="pipeline.decide",
-                         target=f"deal:{deal.id}" if deal else "pipeline", detail={"decision_id": row.id})
+    return CommandResult(
+        [reply(f"Decision recorded for {about}: {text}")],
+        action="pipeline.decide",
+        target=f"deal:{deal.id}" if deal else "pipeline",
+        detail={"decision_id": row.id},
+    )
 
 
 async def _person(session: AsyncSession, ctx: Context, typed: str) -> Person:
@@ -353,25 +406,47 @@ async def _person(session: AsyncSession, ctx: Context, typed: str) -> Person:
     return people[0]
 
 
-async def _create_action(session: AsyncSession, ctx: Context, actor: Person, deal: Deal | None, owner: Person,
-                         text: str, due: date | None, source: str) -> CommandResult:
+async def _create_action(
+    session: AsyncSession,
+    ctx: Context,
+    actor: Person,
+    deal: Deal | None,
+    owner: Person,
+    text: str,
+    due: date | None,
+    source: str,
+) -> CommandResult:
     owns = (deal is None or deal.owner_id == actor.id) and owner.id == actor.id
     if not allowed(actor, Action.RECORD_DECISION, owns=owns):
-        return _denied(f"pipeline.{source}_action", "Reps add action items for themselves on their own deals; "
-                                                   "a manager or the CRO assigns the rest.")
+        return _denied(
+            f"pipeline.{source}_action",
+            "Reps add action items for themselves on their own deals; a manager or the CRO assigns the rest.",
+        )
     if due is not None and due < ctx.today():
         raise GrammarError(f"The due date {short_day(due)} is in the past. Pick today or later.")
-    item = ActionItem(engagement_id=ctx.engagement.id, deal_id=deal.id if deal else None, owner_id=owner.id,
-                      text=text, due_date=due, status="open", created_by_id=actor.id, created_at=ctx.now(),
-                      source=source)
+    item = ActionItem(
+        engagement_id=ctx.engagement.id,
+        deal_id=deal.id if deal else None,
+        owner_id=owner.id,
+        text=text,
+        due_date=due,
+        status="open",
+        created_by_id=actor.id,
+        created_at=ctx.now(),
+        source=source,
+    )
     session.add(item)
     await session.flush()
     parts = [f"Action item #{item.id} for {owner.name}: {text}"]
     parts.append(f"due {short_day(due)}" if due else "no due date")
     if deal is not None:
         parts.append(deal.name)
-    return CommandResult([reply(" · ".join(parts))], action=f"pipeline.{source}_action",
-                         target=f"action_item:{item.id}", detail={"deal_id": deal.id if deal else None})
+    return CommandResult(
+        [reply(" · ".join(parts))],
+        action=f"pipeline.{source}_action",
+        target=f"action_item:{item.id}",
+        detail={"deal_id": deal.id if deal else None},
+    )
 
 
 async def _action(ctx: Context, rest: list[str]) -> CommandResult:
@@ -380,8 +455,9 @@ async def _action(ctx: Context, rest: list[str]) -> CommandResult:
     words, fields = parse_key_values(rest, ACTION_FIELDS)
     target = _joined(words)
     if target is None:
-        raise GrammarError('Which deal? Give its name, or - for the pipeline: /pipeline action Acme owner=@jordan '
-                           'due=Dec 4 text="…"')
+        raise GrammarError(
+            'Which deal? Give its name, or - for the pipeline: /pipeline action Acme owner=@jordan due=Dec 4 text="…"'
+        )
     text = _text(fields.get("text"), "action item", '/pipeline action Acme owner=@jordan due=Dec 4 text="…"')
     due = None
     if "due" in fields:
@@ -416,8 +492,19 @@ async def _actions(ctx: Context, rest: list[str]) -> CommandResult:
         blocks.append(Paragraph(text="Showing yours: the CRO and managers see everyone's.", muted=True))
     closable = [a for a in items if a.owner_id == actor.id or everyone][:10]
     if closable:
-        blocks.append(Actions(buttons=[Button(label=f"Done #{a.id}", action_id="action_done", value=str(a.id),
-                                              command=f"/pipeline done {a.id}") for a in closable]))
+        blocks.append(
+            Actions(
+                buttons=[
+                    Button(
+                        label=f"Done #{a.id}",
+                        action_id="action_done",
+                        value=str(a.id),
+                        command=f"/pipeline done {a.id}",
+                    )
+                    for a in closable
+                ]
+            )
+        )
     main, continued = fit_blocks(blocks)
     messages = [Message(text=title, blocks=main, ephemeral=True)]
     messages += [Message(text=f"{title}, continued", blocks=b, ephemeral=True) for b in continued]
@@ -432,16 +519,24 @@ async def _done(ctx: Context, rest: list[str]) -> CommandResult:
     if not typed.isdigit():
         raise GrammarError("Which action item? Give its number: /pipeline done 12 (see /pipeline actions).")
     async with ctx.db.write() as session:
-        item = (await session.execute(select(ActionItem).where(
-            ActionItem.id == int(typed), ActionItem.engagement_id == ctx.engagement.id).with_for_update()
-        )).scalar_one_or_none()
+        item = (
+            await session.execute(
+                select(ActionItem)
+                .where(ActionItem.id == int(typed), ActionItem.engagement_id == ctx.engagement.id)
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
         if item is None:
             raise DealError(f"There is no action item #{typed}. See /pipeline actions.")
         if item.owner_id != actor.id and not allowed(actor, Action.RECORD_DECISION):
             return _denied("pipeline.done", "Only the action item's owner, a manager or the CRO can close it.")
         if item.status != "open":
-            return CommandResult([reply(f"Action item #{item.id} is already {item.status}.")], action="pipeline.done",
-                                 outcome="unchanged", target=f"action_item:{item.id}")
+            return CommandResult(
+                [reply(f"Action item #{item.id} is already {item.status}.")],
+                action="pipeline.done",
+                outcome="unchanged",
+                target=f"action_item:{item.id}",
+            )
         item.status = "done"
         item.done_at = ctx.now()
         text = item.text
@@ -511,8 +606,12 @@ async def _thread_reply(ctx: Context, deal_id: int, text: str) -> CommandResult:
     if prefix is None:
         outcome = await update_deal(ctx, deal_id, {"note": body})
         await deal_events.publish(ctx, outcome)
-        return CommandResult([reply(f"Noted on {outcome.deal.name}.")], action="review.thread_note",
-                             target=f"deal:{deal_id}", detail={"history_id": outcome.history_id})
+        return CommandResult(
+            [reply(f"Noted on {outcome.deal.name}.")],
+            action="review.thread_note",
+            target=f"deal:{deal_id}",
+            detail={"history_id": outcome.history_id},
+        )
     kind, rest = prefix.group(1).casefold(), prefix.group(2).strip()
     async with ctx.db.write() as session:
         deal = await deal_repo.get_deal(session, ctx.engagement.id, deal_id)
@@ -523,8 +622,9 @@ async def _thread_reply(ctx: Context, deal_id: int, text: str) -> CommandResult:
         task, due = _split_due(rest, ctx.today(), ctx.engagement.fiscal_year_start_month)
         owner = await session.get(Person, deal.owner_id)
         assert owner is not None
-        return await _create_action(session, ctx, actor, deal, owner,
-                                    _text(task, "action item", "action: send pricing by Dec 4"), due, "thread")
+        return await _create_action(
+            session, ctx, actor, deal, owner, _text(task, "action item", "action: send pricing by Dec 4"), due, "thread"
+        )
 
 
 async def record_note_from_thread(ctx: Context, deal_id: int, text: str) -> list[Message]:
@@ -543,8 +643,16 @@ async def record_note_from_thread(ctx: Context, deal_id: int, text: str) -> list
         except DealError as exc:
             result = CommandResult([reply(exc.message)], action="review.thread", outcome=exc.outcome)
     async with ctx.db.session() as session:
-        audit.record(session, at=ctx.now(), channel=ctx.channel, action=result.action, outcome=result.outcome,
-                     engagement_id=ctx.engagement.id, actor_id=ctx.actor.id if ctx.actor else None,
-                     actor_ref=ctx.actor_ref, target=result.target or f"deal:{deal_id}",
-                     detail={"text": text, **result.detail})
+        audit.record(
+            session,
+            at=ctx.now(),
+            channel=ctx.channel,
+            action=result.action,
+            outcome=result.outcome,
+            engagement_id=ctx.engagement.id,
+            actor_id=ctx.actor.id if ctx.actor else None,
+            actor_ref=ctx.actor_ref,
+            target=result.target or f"deal:{deal_id}",
+            detail={"text": text, **result.detail},
+        )
     return result.messages

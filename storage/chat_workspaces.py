@@ -16,7 +16,17 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import ChatChannel, ChatIdentity, ChatWorkspace, Engagement, InboundEvent, OAuthState, Person
+from storage.models import (
+    ChatChannel,
+    ChatIdentity,
+    ChatWorkspace,
+    Delivery,
+    Engagement,
+    InboundEvent,
+    OAuthState,
+    Occurrence,
+    Person,
+)
 
 INBOUND_KEEP = timedelta(days=2)
 """How long an inbound event id is remembered: Slack retries within the hour, so two days is ample."""
@@ -149,7 +159,7 @@ async def channel_names(session: AsyncSession, engagement_id: int, platform: str
     stmt = select(ChatChannel.name, ChatChannel.channel_id).where(
         ChatChannel.engagement_id == engagement_id, ChatChannel.platform == platform
     )
-    return {name: ident for name, ident in (await session.execute(stmt)).tuples()}
+    return {name: ident for name, ident in (await session.execute(stmt)).all()}
 
 
 # --- identities learned from the platform ---------------------------------------------------------
@@ -184,7 +194,7 @@ async def identities_of(session: AsyncSession, engagement_id: int, platform: str
         .where(ChatIdentity.engagement_id == engagement_id, ChatIdentity.platform == platform)
         .order_by(ChatIdentity.id)
     )
-    return {person_id: user_id for person_id, user_id in (await session.execute(stmt)).tuples()}
+    return {person_id: user_id for person_id, user_id in (await session.execute(stmt)).all()}
 
 
 async def active_people(session: AsyncSession, engagement_id: int) -> Sequence[Person]:
@@ -231,3 +241,26 @@ async def consume_state(session: AsyncSession, state: str, now: datetime) -> boo
     expires = (await session.execute(stmt)).scalar_one_or_none()
     await session.execute(delete(OAuthState).where(OAuthState.expires_at < now))
     return expires is not None and expires >= now
+
+
+# --- messages the engine sent -----------------------------------------------------------------------
+
+
+async def sent_messages(
+    session: AsyncSession, engagement_id: int, platform: str, ritual: str, limit: int = 200
+) -> Sequence[Delivery]:
+    """The latest deliveries of a ritual sent on a platform, newest first: where a reply's thread parent
+    is looked up (the review post, or a deal's thread message). Bounded: replies come to recent posts."""
+    stmt = (
+        select(Delivery)
+        .join(Occurrence, Occurrence.id == Delivery.occurrence_id)
+        .where(
+            Delivery.engagement_id == engagement_id,
+            Delivery.platform == platform,
+            Delivery.status == "sent",
+            Occurrence.ritual == ritual,
+        )
+        .order_by(Delivery.id.desc())
+        .limit(limit)
+    )
+    return (await session.execute(stmt)).scalars().all()

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.response import BoltResponse
@@ -195,3 +196,9 @@ def reporter(respond: AsyncRespond | None) -> ErrorReporter:
             await respond(text=SORRY, response_type="ephemeral", replace_original=False)
 
     return report
+
+
+def socket_mode(app: AsyncApp, app_token: str) -> AsyncSocketModeHandler:
+    """Socket Mode (local development without a public URL): Slack's requests come over a WebSocket
+    opened with the app-level token, through the same app and listeners."""
+    return AsyncSocketModeHandler(app, app_token)

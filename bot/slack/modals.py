@@ -166,7 +166,7 @@ class DealValues:
         """What the form would submit untouched, in the `/deal` grammar's field names."""
         return {
             "stage": self.stage,
-            "amount": _amount_text(self.amount),
+            "amount": amount_text(self.amount),
             "close": self.close.isoformat() if self.close else "",
             "forecast": self.forecast,
             "next": self.next_step or "",
@@ -175,7 +175,8 @@ class DealValues:
         }
 
 
-def _amount_text(amount: Decimal | None) -> str:
+def amount_text(amount: Decimal | None) -> str:
+    """An amount as a person would type it back: 48000, 48000.5 (no separators, no currency)."""
     if amount is None:
         return ""
     text = f"{amount:f}"

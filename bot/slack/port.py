@@ -241,7 +241,7 @@ class SlackPort:
         return SentRef(platform=self.platform, conversation=channel, message_id=ts, thread_id=thread_ts)
 
     async def find_sent(self, target: Target, delivery_key: str) -> SentRef | None:
-        """Looks through the last `history_limit` messages of the conversation (or the thread). A Slack
+        """Looks through the last `history_limit` messages of the conversation (the first of a thread). A Slack
         error that no retry fixes (the channel is gone) answers None, and the send then fails with it;
         a transient one raises DeliveryFailed, because answering None could post a duplicate."""
         thread_ts = target.thread.message_id if target.thread else None

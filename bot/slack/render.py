@@ -94,7 +94,7 @@ def render_message(message: Message, *, files: Mapping[str, str] | None = None) 
     blocks = _all_blocks(message, files or {})
     if len(blocks) > MAX_BLOCKS:
         blocks = [*blocks[: MAX_BLOCKS - 1], _context(CONTINUED)]
-    return {"text": _fallback(message.text), "blocks": blocks}
+    return {"text": _fallback(message.text), "blocks": blocks or [_context(message.text)]}
 
 
 def render_continuations(message: Message, *, files: Mapping[str, str] | None = None) -> list[JSONDict]:
@@ -194,7 +194,7 @@ def _button(button: Button, ids: _ActionIds, suffix: str | None = None) -> JSOND
         raise ValueError(f"button {button.label!r}: value is longer than {BUTTON_VALUE_MAX} characters")
     rendered: JSONDict = {
         "type": "button",
-        "text": _plain(_truncate(escape(button.label), BUTTON_TEXT_MAX) or "…"),
+        "text": _plain(_or(_truncate(escape(button.label), BUTTON_TEXT_MAX), "…")),
         "action_id": ids.unique(button.action_id, suffix),
     }
     if button.value:
@@ -218,11 +218,13 @@ def _select(block: Choice, ids: _ActionIds) -> JSONDict:
     for option in block.options:
         if not 0 < len(option.value) <= OPTION_VALUE_MAX:
             raise ValueError(f"choice {block.label!r}: option values need 1 to {OPTION_VALUE_MAX} characters")
-        options.append({"text": _plain(_truncate(escape(option.label), OPTION_TEXT_MAX) or "…"), "value": option.value})
+        options.append(
+            {"text": _plain(_or(_truncate(escape(option.label), OPTION_TEXT_MAX), "…")), "value": option.value}
+        )
     return {
         "type": "static_select",
         "action_id": ids.unique(block.action_id),
-        "placeholder": _plain(_truncate(escape(block.label), PLACEHOLDER_MAX) or "Choose"),
+        "placeholder": _plain(_or(_truncate(escape(block.label), PLACEHOLDER_MAX), "Choose")),
         "options": options,
     }
 
@@ -234,9 +236,9 @@ def _image(block: Image, files: Mapping[str, str]) -> JSONDict:
     rendered: JSONDict = {
         "type": "image",
         "slack_file": {"id": file_id},
-        "alt_text": _truncate(escape(block.alt_text), ALT_TEXT_MAX) or "image",
+        "alt_text": _or(_truncate(escape(block.alt_text), ALT_TEXT_MAX), "image"),
     }
-    if block.title:
+    if block.title and block.title.strip():
         rendered["title"] = _plain(_truncate(escape(block.title), IMAGE_TITLE_MAX))
     return rendered
 
@@ -292,7 +294,7 @@ def _context_mrkdwn(text: str) -> JSONDict:
 
 
 def _context(plain: str) -> JSONDict:
-    return _context_mrkdwn(_truncate(escape(plain), CONTEXT_TEXT_MAX) or "—")
+    return _context_mrkdwn(_or(_truncate(escape(plain), CONTEXT_TEXT_MAX), "—"))
 
 
 def _bold(text: str) -> str:
@@ -303,11 +305,16 @@ def _bold(text: str) -> str:
 
 def _field_text(label: str, value: str) -> str:
     text = "\n".join(part for part in (_bold(label), escape(value)) if part)
-    return _truncate(text, FIELD_TEXT_MAX) or "—"
+    return _or(_truncate(text, FIELD_TEXT_MAX), "—")
 
 
 def _fallback(text: str) -> str:
-    return _truncate(escape(text), FALLBACK_TEXT_MAX) or " "
+    return _or(_truncate(escape(text), FALLBACK_TEXT_MAX), " ")
+
+
+def _or(text: str, default: str) -> str:
+    """Slack refuses text objects with nothing to show, so blank text gets a stand-in."""
+    return text if text.strip() else default
 
 
 def _safe_cut(text: str, cut: int) -> int:

@@ -47,6 +47,11 @@ async def test_create_update_and_history_record_who_changed_what(world: Any) -> 
     assert "create: created" in history
 
 
+async def test_a_new_deal_can_carry_its_forecast_category(world: Any) -> None:
+    await world.say("jordan", '/deal new "Hooli" amount=5k close=eoq forecast=commit')
+    assert (await deal(world, "Hooli")).forecast_category == "commit"
+
+
 async def test_amount_and_date_forms(world: Any) -> None:
     await world.say("jordan", NEW_GLOBEX)
     for typed, expected in [

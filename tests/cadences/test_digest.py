@@ -66,9 +66,7 @@ SNAPSHOTS = {
     "2026-W46": ("280000.00", "200000.00", "200000.00"),
     "2026-W47": ("300000.00", "200000.00", "180000.00"),
 }
-EXPECTED_POINTS = [
-    ChartPoint(week, Decimal(c), Decimal(b), Decimal(p)) for week, (c, b, p) in SNAPSHOTS.items()
-]
+EXPECTED_POINTS = [ChartPoint(week, Decimal(c), Decimal(b), Decimal(p)) for week, (c, b, p) in SNAPSHOTS.items()]
 
 
 # --- building the engagement's week ---------------------------------------------------------------------
@@ -96,30 +94,70 @@ async def build_pipeline(world: Any) -> None:
     await say_ok(world, "jordan", "/deal new Hooli amount=50k close=2026-12-20")
     await say_ok(world, "jordan", "/deal Hooli lost reason=price")
     async with world.db.session() as session:
-        debrief_id = (await session.execute(
-            select(Debrief.id).join(Deal, Deal.id == Debrief.deal_id)
-            .where(Deal.name == "Umbrella", Debrief.trigger == "won")
-        )).scalar_one()
-    await say_ok(world, "priya", f'/debrief {debrief_id} reason=champion turning_point="The CFO joined the '
-                                 'demo" repeat="Multi-thread to the CFO early"')
+        debrief_id = (
+            await session.execute(
+                select(Debrief.id)
+                .join(Deal, Deal.id == Debrief.deal_id)
+                .where(Deal.name == "Umbrella", Debrief.trigger == "won")
+            )
+        ).scalar_one()
+    await say_ok(
+        world,
+        "priya",
+        f'/debrief {debrief_id} reason=champion turning_point="The CFO joined the '
+        'demo" repeat="Multi-thread to the CFO early"',
+    )
     dana = await world.person("dana")
     async with world.db.write() as session:
         eid = world.engagement.id
-        session.add_all([
-            ForecastCall(engagement_id=eid, quarter="FY2027 Q4", commit=Decimal(350_000), best_case=Decimal(500_000),
-                         by_id=dana.id, at=utc(f"2026-11-16T09:30:00{LA}")),
-            ForecastCall(engagement_id=eid, quarter="FY2027 Q4", commit=Decimal(400_000), best_case=Decimal(550_000),
-                         by_id=dana.id, at=utc(f"2026-11-23T09:30:00{LA}")),
-            ForecastCall(engagement_id=eid, quarter="FY2027 Q3", commit=Decimal(999_000), best_case=Decimal(999_000),
-                         by_id=dana.id, at=utc(f"2026-11-23T10:00:00{LA}")),
-        ])
+        session.add_all(
+            [
+                ForecastCall(
+                    engagement_id=eid,
+                    quarter="FY2027 Q4",
+                    commit=Decimal(350_000),
+                    best_case=Decimal(500_000),
+                    by_id=dana.id,
+                    at=utc(f"2026-11-16T09:30:00{LA}"),
+                ),
+                ForecastCall(
+                    engagement_id=eid,
+                    quarter="FY2027 Q4",
+                    commit=Decimal(400_000),
+                    best_case=Decimal(550_000),
+                    by_id=dana.id,
+                    at=utc(f"2026-11-23T09:30:00{LA}"),
+                ),
+                ForecastCall(
+                    engagement_id=eid,
+                    quarter="FY2027 Q3",
+                    commit=Decimal(999_000),
+                    best_case=Decimal(999_000),
+                    by_id=dana.id,
+                    at=utc(f"2026-11-23T10:00:00{LA}"),
+                ),
+            ]
+        )
         for week, (commit, best, pipe) in SNAPSHOTS.items():
             monday, _ = week_bounds(week)
-            session.add(PipelineSnapshot(
-                engagement_id=eid, week=week, taken_at=utc(f"{monday}T09:00:00{LA}"),
-                totals={"quarter": "FY2027 Q4", "quota": "900000.00", "won": "0.00", "commit": commit,
-                        "best_case": best, "pipeline": pipe, "open": "0.00", "weighted": "0.00", "coverage": None},
-            ))
+            session.add(
+                PipelineSnapshot(
+                    engagement_id=eid,
+                    week=week,
+                    taken_at=utc(f"{monday}T09:00:00{LA}"),
+                    totals={
+                        "quarter": "FY2027 Q4",
+                        "quota": "900000.00",
+                        "won": "0.00",
+                        "commit": commit,
+                        "best_case": best,
+                        "pipeline": pipe,
+                        "open": "0.00",
+                        "weighted": "0.00",
+                        "coverage": None,
+                    },
+                )
+            )
 
 
 async def shape_plan_and_handoff(world: Any, *, exit_planning_month: int = 2) -> None:
@@ -128,15 +166,26 @@ async def shape_plan_and_handoff(world: Any, *, exit_planning_month: int = 2) ->
     maya = await world.person("maya")
     async with world.db.write() as session:
         eid = world.engagement.id
-        for key, status, note in (("full_cycle", "done", None),
-                                  ("playbook_documented", "at_risk", "Waiting on the sales team's review"),
-                                  ("internal_owners", "blocked", "No VP Sales hired yet")):
-            await session.execute(update(PlanDeliverable).where(
-                PlanDeliverable.engagement_id == eid, PlanDeliverable.key == key).values(status=status, status_note=note))
-        await session.execute(update(HandoffTask).where(
-            HandoffTask.engagement_id == eid, HandoffTask.key == "review_host").values(to_id=maya.id))
-        await session.execute(update(HandoffTask).where(
-            HandoffTask.engagement_id == eid, HandoffTask.key == "dashboards").values(status="done"))
+        for key, status, note in (
+            ("full_cycle", "done", None),
+            ("playbook_documented", "at_risk", "Waiting on the sales team's review"),
+            ("internal_owners", "blocked", "No VP Sales hired yet"),
+        ):
+            await session.execute(
+                update(PlanDeliverable)
+                .where(PlanDeliverable.engagement_id == eid, PlanDeliverable.key == key)
+                .values(status=status, status_note=note)
+            )
+        await session.execute(
+            update(HandoffTask)
+            .where(HandoffTask.engagement_id == eid, HandoffTask.key == "review_host")
+            .values(to_id=maya.id)
+        )
+        await session.execute(
+            update(HandoffTask)
+            .where(HandoffTask.engagement_id == eid, HandoffTask.key == "dashboards")
+            .values(status="done")
+        )
         engagement = await session.get(Engagement, eid)
         assert engagement is not None
         settings = dict(engagement.settings)
@@ -155,8 +204,9 @@ async def set_settings(world: Any, section: str, **values: Any) -> None:
 
 async def set_timezone(world: Any, key: str, zone: str) -> None:
     async with world.db.write() as session:
-        await session.execute(update(Person).where(
-            Person.engagement_id == world.engagement.id, Person.key == key).values(timezone=zone))
+        await session.execute(
+            update(Person).where(Person.engagement_id == world.engagement.id, Person.key == key).values(timezone=zone)
+        )
 
 
 def digests(world: Any) -> list[Any]:
@@ -191,8 +241,9 @@ async def test_friday_digest_has_the_known_figures_and_every_section(engine_worl
     [sent] = digests(world)
     assert sent.target.person_name == "Sam Okafor" and sent.target.kind == "person"
     message = sent.message
-    assert message.text == ("Weekly digest: won $150k of $900k (17%) this quarter, coverage 0.9x of 3.0x target, "
-                            "8 asks for you")
+    assert message.text == (
+        "Weekly digest: won $150k of $900k (17%) this quarter, coverage 0.9x of 3.0x target, 8 asks for you"
+    )
     assert len(message.blocks) <= 45
     fields = field_values(message)
     assert fields["Closed won, FY2027 Q4"] == "$150k of $900k (17%)"
@@ -200,19 +251,27 @@ async def test_friday_digest_has_the_known_figures_and_every_section(engine_worl
     assert fields["Open pipeline closing by Jan 31"] == "$680k"
     assert fields["Pipeline created this week"] == "$800k"
     paragraphs = [b.text for b in message.blocks if isinstance(b, Paragraph)]
-    assert ("Forecast call — Dana Whitfield: commit $400k, best case $550k (Nov 23). Now: closed won $150k + "
-            "commit $300k = $450k (+$50k vs the call); with best case $650k (+$100k vs the call).") in paragraphs
+    assert (
+        "Forecast call — Dana Whitfield: commit $400k, best case $550k (Nov 23). Now: closed won $150k + "
+        "commit $300k = $450k (+$50k vs the call); with best case $650k (+$100k vs the call)."
+    ) in paragraphs
     assert paragraphs[0].startswith("Hi Sam, here is the week. Figures as of Fri Nov 27, 16:00 your time; day 82 ")
 
     lists = deal_lists(message)
     [win] = lists["Wins"].items
-    assert (win.name, win.summary, win.reasons) == ("Umbrella", "$150k · Priya Natarajan",
-                                                   ["Debrief: Multi-thread to the CFO early"])
+    assert (win.name, win.summary, win.reasons) == (
+        "Umbrella",
+        "$150k · Priya Natarajan",
+        ["Debrief: Multi-thread to the CFO early"],
+    )
     [loss] = lists["Losses"].items
     assert (loss.name, loss.summary, loss.reasons) == ("Hooli", "$50k · Jordan Lee", ["Debrief pending"])
     [slip] = lists["Slipped"].items
-    assert (slip.name, slip.summary, slip.reasons) == ("Initech", "close date Dec 30 → Jan 15 · Priya Natarajan",
-                                                      ["Slipped 1 time in all"])
+    assert (slip.name, slip.summary, slip.reasons) == (
+        "Initech",
+        "close date Dec 30 → Jan 15 · Priya Natarajan",
+        ["Slipped 1 time in all"],
+    )
     risks = lists["Top risks"].items
     assert [r.name for r in risks] == ["Acme", "Initech"]
     assert risks[0].reasons == ["Large late-stage deal ($300k in Solution)"]
@@ -231,7 +290,13 @@ async def test_friday_digest_has_the_known_figures_and_every_section(engine_worl
         "• Decide on “Playbook documented” — at risk, owner Dana Whitfield: Waiting on the sales team's review",
     ]
     assert [a.split("/cadence handoff ")[1].split()[0] for a in asks[2:]] == [
-        "stage_definitions", "hiring_plan", "deal_coaching", "playbook_home", "onboarding_playbook", "forecast_call"]
+        "stage_definitions",
+        "hiring_plan",
+        "deal_coaching",
+        "playbook_home",
+        "onboarding_playbook",
+        "forecast_call",
+    ]
 
     [image] = [b for b in message.blocks if isinstance(b, Image)]
     assert image.key == CHART_KEY
@@ -293,11 +358,18 @@ async def test_a_founder_in_another_zone_gets_it_at_four_in_his_afternoon(engine
     await world.run_until(utc("2026-11-28T12:00:00+00:00"))
     assert len(digests(world)) == 2
     async with world.db.session() as session:
-        periods = (await session.execute(select(Occurrence.period, Occurrence.due_at).where(
-            Occurrence.ritual == "founder_digest").order_by(Occurrence.due_at))).all()
+        periods = (
+            await session.execute(
+                select(Occurrence.period, Occurrence.due_at)
+                .where(Occurrence.ritual == "founder_digest")
+                .order_by(Occurrence.due_at)
+            )
+        ).all()
         charts = (await session.execute(select(func.count(Attachment.id)))).scalar_one()
-    assert [(p, d) for p, d in periods] == [("2026-W48/sam", utc("2026-11-27T16:00:00+00:00")),
-                                            ("2026-W48/dana", utc("2026-11-27T21:00:00+00:00"))]
+    assert [(p, d) for p, d in periods] == [
+        ("2026-W48/sam", utc("2026-11-27T16:00:00+00:00")),
+        ("2026-W48/dana", utc("2026-11-27T21:00:00+00:00")),
+    ]
     assert charts == 1  # one chart for the week, shared by both recipients
 
 
@@ -331,8 +403,9 @@ async def test_holiday_friday_moves_to_thursday_and_no_digest_after_the_exit_wee
         engagement = await session.get(Engagement, world.engagement.id)
         assert engagement is not None
         facts = await load_facts(session, engagement)
-    christmas = list(FounderDigest().due_between(facts, utc("2026-12-21T00:00:00+00:00"),
-                                                 utc("2026-12-28T00:00:00+00:00")))
+    christmas = list(
+        FounderDigest().due_between(facts, utc("2026-12-21T00:00:00+00:00"), utc("2026-12-28T00:00:00+00:00"))
+    )
     assert [(d.period, d.due_at) for d in christmas] == [("2026-W52/sam", utc(f"2026-12-24T16:00:00{LA}"))]
     end = list(FounderDigest().due_between(facts, utc("2027-03-01T00:00:00+00:00"), utc("2027-04-01T00:00:00+00:00")))
     # The exit is Fri Mar 5; the week after it still gets one (Mar 12), then none.
@@ -342,17 +415,29 @@ async def test_holiday_friday_moves_to_thursday_and_no_digest_after_the_exit_wee
 async def test_the_engine_sends_the_dst_week_at_local_four_pm(engine_world: Any) -> None:
     world = engine_world
     async with world.db.write() as session:
-        await session.execute(update(Engagement).where(Engagement.id == world.engagement.id)
-                              .values(exit_date=datetime(2027, 6, 30).date()))
+        await session.execute(
+            update(Engagement)
+            .where(Engagement.id == world.engagement.id)
+            .values(exit_date=datetime(2027, 6, 30).date())
+        )
     world.clock.set(utc("2027-03-10T12:00:00+00:00"))
     await world.run_until(utc("2027-03-20T12:00:00+00:00"))
     sent = digests(world)
-    assert [s.key.split("/founder_digest/")[1].split("/person")[0] for s in sent] == ["2027-W10/sam",
-                                                                                   "2027-W11/sam"]
+    assert [s.key.split("/founder_digest/")[1].split("/person")[0] for s in sent] == ["2027-W10/sam", "2027-W11/sam"]
     async with world.db.session() as session:
-        due = (await session.execute(select(Occurrence.due_at).where(  # earlier weeks: skipped, the clock jumped
-            Occurrence.ritual == "founder_digest", Occurrence.status == "planned").order_by(Occurrence.due_at)
-        )).scalars().all()
+        due = (
+            (
+                await session.execute(
+                    select(Occurrence.due_at)
+                    .where(  # earlier weeks: skipped, the clock jumped
+                        Occurrence.ritual == "founder_digest", Occurrence.status == "planned"
+                    )
+                    .order_by(Occurrence.due_at)
+                )
+            )
+            .scalars()
+            .all()
+        )
     # Fri Mar 12 16:00 PST, then (US DST from Sun Mar 14) Fri Mar 19 16:00 PDT.
     assert due == [utc("2027-03-13T00:00:00+00:00"), utc("2027-03-19T23:00:00+00:00")]
 
@@ -400,7 +485,10 @@ async def test_send_now_goes_once_per_week_and_only_the_cro_may(engine_world: An
     assert done.text == f"Sam Okafor: sent this week's digest ({WEEK})."
     assert [s.target.person_name for s in digests(world)] == ["Sam Okafor"]
     [again] = await world.say("dana", "/digest send")
-    assert again.text == f"Sam Okafor already has this week's digest ({WEEK}) on Tue Nov 24 at 10:00; it is sent once a week."
+    assert (
+        again.text
+        == f"Sam Okafor already has this week's digest ({WEEK}) on Tue Nov 24 at 10:00; it is sent once a week."
+    )
     await world.run_until(FRIDAY_4PM_LA + timedelta(hours=6))
     assert len(digests(world)) == 1
 
@@ -424,4 +512,23 @@ def test_chart_size_signature_and_bytes_are_stable() -> None:
 def test_chart_draws_at_most_twelve_weeks(weeks: int) -> None:
     points = [ChartPoint(f"2026-W{w:02d}", Decimal(100), Decimal(50), Decimal(25)) for w in range(1, weeks + 1)]
     assert pipeline_chart(points, Decimal(900), "EUR", quarter="FY2026 Q1") == pipeline_chart(
-        points[-12:], Decimal(900), "EUR", quarter="FY2026 Q1")
+        points[-12:], Decimal(900), "EUR", quarter="FY2026 Q1"
+    )
+
+
+async def test_recipients_default_to_the_founders_when_the_settings_name_none(world: Any) -> None:
+    from cadences.digest import recipients
+
+    await set_settings(world, "digest", recipients=None)
+    async with world.db.session() as session:
+        engagement = await session.get(Engagement, world.engagement.id)
+        assert engagement is not None
+        facts = await load_facts(session, engagement)
+    assert [p.key for p in recipients(facts)] == ["sam"]
+
+
+async def test_send_without_an_engine_says_nothing_was_sent(world: Any) -> None:
+    [answer] = await world.say("dana", "/digest send")
+    assert (
+        answer.text == "The cadence engine is not running here, so nothing was sent; the digest goes out on schedule."
+    )
