@@ -116,7 +116,7 @@ async def cmd_run(app: CadenceApp, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SetupError(str(exc)) from exc
     how = "Socket Mode" if app.settings.slack_app_token else f"{service.url}/slack/events"
-    print(f"Cadence is serving Slack ({how}); health check at {service.url}/healthz. Ctrl-C stops it.")
+    print(f"Cadence is serving Slack ({how}); health check at {service.url}/healthz. Ctrl-C stops it.", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

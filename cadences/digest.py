@@ -112,10 +112,11 @@ class FounderDigest:
         settings = facts.settings.digest
         weekday = WEEKDAYS.index(settings.day)
         for person in recipients(facts):
-            # A week of margin before `start`: a holiday can move the send day back within its week.
+            # A week of margin on both sides: a holiday can move the send day back within its week, so a
+            # send day inside the window can belong to a nominal day after it.
             first = start.astimezone(person.timezone).date() - WEEK
             day = first + timedelta(days=(weekday - first.weekday()) % 7)
-            last = end.astimezone(person.timezone).date() + timedelta(days=1)
+            last = end.astimezone(person.timezone).date() + WEEK
             while day <= last:
                 on = send_day(day, facts.holidays)
                 if on is not None and in_season(facts, on):

@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -382,7 +382,12 @@ class Engine:
             return None
         port = self.port_for(engagement)
         if item.reclaimed:
-            found = await port.find_sent(target, delivery.key)
+            try:
+                found = await port.find_sent(target, delivery.key)
+            except DeliveryFailed as exc:
+                # Unknown whether it went out: keep the claim until its lease ends, then ask again.
+                log.warning("cannot check delivery %s yet: %s", delivery.key, exc.reason)
+                return None
             if found is not None:
                 await self._finish(delivery, status="sent", ref=found, now=now, platform=port.platform)
                 return True
@@ -436,17 +441,18 @@ class Engine:
                 .all()
             )
             engagements = {r.engagement_id: await session.get(Engagement, r.engagement_id) for r in rows}
+        updated = 0
         for row in rows:
             engagement = engagements[row.engagement_id]
             assert engagement is not None and row.ref is not None
-            await self.port_for(engagement).update(SentRef.model_validate(row.ref), message)
-        return len(rows)
+            try:
+                await self.port_for(engagement).update(SentRef.model_validate(row.ref), message)
+                updated += 1
+            except DeliveryFailed as exc:  # one deleted message must not stop the others' updates
+                log.warning("could not update %s in place: %s", row.key, exc.reason)
+        return updated
 
 
 def _human(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} days"
-
-
-def purposes(outgoing: Iterable[Outgoing]) -> list[str]:
-    return [o.purpose for o in outgoing]

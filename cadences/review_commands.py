@@ -79,6 +79,7 @@ ACTION_FIELDS = {"owner": "owner", "due": "due", "by": "due", "text": "text"}
 FORECAST_CHANGE = Decimal("0.10")
 """A call moving commit or best case by more than this share needs a note saying what changed."""
 WHOLE_PIPELINE = "-"
+GONE = "That deal is no longer in this engagement's pipeline, so nothing was recorded."
 SLACK_MENTION = re.compile(r"<@([A-Za-z0-9]+)(?:\|[^>]*)?>")
 THREAD_PREFIX = re.compile(r"(action|todo|decision)\s*:\s*(.*)", re.IGNORECASE | re.DOTALL)
 DUE_SUFFIX = re.compile(r"(.*\S)\s+by\s+(.+?)\s*[.!]?", re.IGNORECASE | re.DOTALL)
@@ -604,6 +605,9 @@ async def _thread_reply(ctx: Context, deal_id: int, text: str) -> CommandResult:
     body = text.strip()
     prefix = THREAD_PREFIX.fullmatch(body)
     if prefix is None:
+        async with ctx.db.session() as session:
+            if await deal_repo.get_deal(session, ctx.engagement.id, deal_id) is None:
+                raise DealError(GONE)
         outcome = await update_deal(ctx, deal_id, {"note": body})
         await deal_events.publish(ctx, outcome)
         return CommandResult(
@@ -616,7 +620,7 @@ async def _thread_reply(ctx: Context, deal_id: int, text: str) -> CommandResult:
     async with ctx.db.write() as session:
         deal = await deal_repo.get_deal(session, ctx.engagement.id, deal_id)
         if deal is None:
-            raise DealError("That deal is no longer in the pipeline, so nothing was recorded.")
+            raise DealError(GONE)
         if kind == "decision":
             return await _record_decision(session, ctx, actor, deal, _text(rest, "decision", "decision: …"))
         task, due = _split_due(rest, ctx.today(), ctx.engagement.fiscal_year_start_month)

@@ -475,3 +475,54 @@ class OAuthState(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     state: Mapped[str] = mapped_column(String(128), unique=True)
     expires_at: Mapped[datetime]
+
+
+# --- Microsoft Teams: where the bot can post, and what it posted ------------------------------------
+
+
+class ConversationRef(Base):
+    """A Teams conversation the bot may post to: a person's 1:1 chat, a channel or a group chat.
+
+    Proactive messages need the conversation's service URL and tenant, which only arrive with an activity
+    from Teams (an install, a message), so every one is kept here — never only in memory, or a restart
+    would leave the rituals with nowhere to post. `reference` is the Bot Framework conversation reference
+    as JSON; the columns beside it are what the bot looks a conversation up by. `channel_name` is the
+    engagement's name for a channel (`pipeline-review`), set by `cadence setup` typed there.
+    """
+
+    __tablename__ = "conversation_ref"
+    __table_args__ = (
+        Index("ix_conversation_ref_engagement_channel", "engagement_id", "channel_name"),
+        Index("ix_conversation_ref_user", "aad_object_id", "conversation_type"),
+        Index("ix_conversation_ref_tenant", "tenant_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engagement_id: Mapped[int | None] = mapped_column(ForeignKey("engagement.id", ondelete="SET NULL"))
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    service_url: Mapped[str] = mapped_column(String(500))
+    conversation_id: Mapped[str] = mapped_column(String(400), unique=True)
+    conversation_type: Mapped[str] = mapped_column(String(16))  # personal, channel, groupChat
+    channel_name: Mapped[str | None] = mapped_column(String(120))
+    aad_object_id: Mapped[str | None] = mapped_column(String(64))
+    team_id: Mapped[str | None] = mapped_column(String(400))
+    reference: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime]
+
+
+class SentActivity(Base):
+    """A ritual message posted in Teams under its delivery key. Teams cannot be searched for a message by
+    a key it carries, so the key is written here the moment Teams returns the activity id: after a
+    crash between posting and recording the delivery, the engine finds it here and does not post twice.
+    A card action names the activity it came from, which leads back to the delivery it belongs to."""
+
+    __tablename__ = "sent_activity"
+    __table_args__ = (Index("ix_sent_activity_activity", "activity_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_key: Mapped[str] = mapped_column(String(200), unique=True)
+    conversation_id: Mapped[str] = mapped_column(String(400))
+    activity_id: Mapped[str] = mapped_column(String(200))
+    thread_id: Mapped[str | None] = mapped_column(String(200))
+    """The root of the channel thread the activity was posted in (None: top level, or a 1:1 chat)."""
+    at: Mapped[datetime]

@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from cadences.clock import ManualClock
 from storage.db import Database
 from storage.models import Base
+from support.engagements import SMALL, apply_file
+from support.worlds import EngineWorld, World
 
 PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -132,79 +134,13 @@ def clock() -> ManualClock:
     return ManualClock(datetime(2026, 11, 24, 18, 0, tzinfo=UTC))
 
 
-class World:
-    """A test engagement on a database and a clock, with people who can type commands."""
-
-    def __init__(self, db: Database, clock: ManualClock, engagement: Any) -> None:
-        from cadences.catalog import build_router
-
-        self.db = db
-        self.clock = clock
-        self.engagement = engagement
-        self.router = build_router()
-
-    async def person(self, key: str) -> Any:
-        from storage import engagements as engagement_repo
-
-        async with self.db.session() as session:
-            return await engagement_repo.person_by_key(session, self.engagement.id, key)
-
-    async def ctx(self, key: str | None, channel: str = "console") -> Any:
-        from cadences.context import Context
-
-        actor = await self.person(key) if key else None
-        return Context(self.db, self.clock, self.engagement, actor, channel, key or "stranger")
-
-    async def say(self, key: str | None, text: str, channel: str = "console") -> list[Any]:
-        return await self.router.handle_text(await self.ctx(key, channel), text)
-
-    async def text(self, key: str | None, line: str) -> str:
-        """What the person sees, as the console renders it."""
-        from bot.console.render import render
-
-        return "\n".join(render(m) for m in await self.say(key, line))
-
-
 @pytest.fixture
 async def world(db: Database, clock: ManualClock) -> World:
-    from support.engagements import SMALL, apply_file
-
     engagement = await apply_file(db, SMALL, clock.now())
     return World(db, clock, engagement)
 
 
-class EngineWorld(World):
-    """A World with the real cadence engine, every ritual, and a transcript port instead of a chat."""
-
-    def __init__(self, db: Database, clock: ManualClock, engagement: Any) -> None:
-        super().__init__(db, clock, engagement)
-        from cadences.engine import Engine
-        from cadences.ritual_catalog import all_rituals
-        from support.transcript import TranscriptPort
-
-        self.port = TranscriptPort()
-        self.engine = Engine(db, clock, all_rituals(), lambda _engagement: self.port, worker="test-1")
-
-    async def ctx(self, key: str | None, channel: str = "console") -> Any:
-        from dataclasses import replace
-
-        return replace(await super().ctx(key, channel), cadence=self.engine)
-
-    async def run_until(self, until: datetime) -> None:
-        """Advance the clock through every due time up to `until`, ticking the engine at each."""
-        while True:
-            nxt = await self.engine.next_wakeup(self.clock.now())
-            if nxt is None or nxt > until:
-                break
-            self.clock.set(nxt)
-            await self.engine.tick()
-        self.clock.set(until)
-        await self.engine.tick()
-
-
 @pytest.fixture
 async def engine_world(db: Database, clock: ManualClock) -> EngineWorld:
-    from support.engagements import SMALL, apply_file
-
     engagement = await apply_file(db, SMALL, clock.now())
     return EngineWorld(db, clock, engagement)

@@ -130,6 +130,7 @@ def create_slack_app(deps: SlackDeps, settings: Settings) -> AsyncApp:
         "process_before_response": True,
         "request_verification_enabled": bool(settings.slack_signing_secret),
         "name": "cadence",
+        "logger": bolt_logger(),
     }
     if settings.slack_client_id and settings.slack_client_secret:
         client = AsyncWebClient(base_url=_base_url(settings.slack_api_url), retry_handlers=retry_handlers())
@@ -154,6 +155,22 @@ def create_slack_app(deps: SlackDeps, settings: Settings) -> AsyncApp:
     app.error(_report_listener_error)
     register_all(app, deps)
     return app
+
+
+class _TokenInClient(logging.Filter):
+    """Bolt also reads SLACK_BOT_TOKEN from the environment and then warns that the token "will be unused"
+    because a client was given; the client carries that very token (with SLACK_API_URL and the retry
+    handlers), so the warning would only confuse whoever runs Cadence."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+def bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("bot.slack.bolt")
+    if not any(isinstance(f, _TokenInClient) for f in logger.filters):
+        logger.addFilter(_TokenInClient())
+    return logger
 
 
 def _base_url(url: str | None) -> str:

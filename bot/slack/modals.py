@@ -25,10 +25,11 @@ NEW_DEAL_FORM = "new_deal_form"
 DEBRIEF_FORM = "debrief_form"
 FORECAST_FORM = "forecast_form"
 LOG_NOTE_FORM = "log_deal_note"
+ACTION_ITEM_FORM = "action_item_form"
 DEAL_PICK = "deal_pick"
 """The action id of every deal picker (a static or external select)."""
 PICK_BLOCK = "deal"
-CALLBACKS = (DEAL_FORM, NEW_DEAL_FORM, DEBRIEF_FORM, FORECAST_FORM, LOG_NOTE_FORM)
+CALLBACKS = (DEAL_FORM, NEW_DEAL_FORM, DEBRIEF_FORM, FORECAST_FORM, LOG_NOTE_FORM, ACTION_ITEM_FORM)
 
 STATIC_OPTIONS_MAX = 100
 LABEL_MAX = 2000
@@ -336,3 +337,24 @@ def log_note_form(picker: JSONDict, note: str, meta: Mapping[str, Any]) -> JSOND
         _input("note", "Note", _text("note", note, multiline=True), optional=False),
     ]
     return _view(LOG_NOTE_FORM, "Log as deal update", blocks, meta, "Add note")
+
+
+# --- an action item on a deal (from the review thread) --------------------------------------------
+
+
+def action_item_form(
+    deal_name: str, people: Sequence[tuple[str, str]], owner: str | None, meta: Mapping[str, Any]
+) -> JSONDict:
+    """What is to be done, by whom (the deal's owner by default) and by when."""
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(deal_name)}*"}},
+        _input(
+            "text",
+            "What needs doing",
+            _text("text", multiline=True, placeholder="Book the CFO meeting"),
+            optional=False,
+        ),
+        _input("owner", "Owner", _select("owner", people, owner), optional=False),
+        _input("due", "Due", _date("due", None)),
+    ]
+    return _view(ACTION_ITEM_FORM, "Add action item", blocks, meta, "Add")

@@ -27,7 +27,7 @@ from storage.models import AuditLog, Deal, Debrief, Occurrence, Stage
 from support.transcript import Sent
 
 if TYPE_CHECKING:  # the fixtures' types; at run time "conftest" may name another package's conftest
-    from conftest import EngineWorld, World
+    from support.worlds import EngineWorld, World
 
 LA = ZoneInfo("America/Los_Angeles")
 

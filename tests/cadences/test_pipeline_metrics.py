@@ -26,9 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conftest import World
 from sqlalchemy import update
 
 from cadences.pipeline_metrics import (
@@ -51,6 +50,9 @@ from cadences.pipeline_review import record_snapshot
 from cadences.rituals import load_facts
 from storage import engagements as engagement_repo
 from storage.models import ActionItem, Deal, DealHistory, Person
+
+if TYPE_CHECKING:  # the fixtures' types; at run time "conftest" may name another package's conftest
+    from support.worlds import World
 
 NOW = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)  # Tue Nov 24, 10:00 in Los Angeles
 SINCE = NOW - timedelta(days=7)

@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conftest import EngineWorld, World
 from sqlalchemy import select, update
 from test_pipeline_metrics import la, seed_pipeline
 
@@ -27,6 +26,9 @@ from cadences.rituals import Due, load_facts
 from storage import engagements as engagement_repo
 from storage.models import Deal, DealHistory, Delivery, Engagement, HandoffTask, Occurrence, Person, PipelineSnapshot
 from support.transcript import Sent
+
+if TYPE_CHECKING:  # the fixtures' types; at run time "conftest" may name another package's conftest
+    from support.worlds import EngineWorld, World
 
 MON_NOV_30_REVIEW = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)  # 09:00 PST
 CLOCK = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conftest import EngineWorld, World
 from sqlalchemy import func, select, update
 from test_pipeline_metrics import seed_pipeline
 
 from bot.console.render import render
 from cadences.review_commands import find_quarter, record_note_from_thread
 from storage.models import ActionItem, AuditLog, Deal, DealHistory, Decision, ForecastCall, HandoffTask, Occurrence
+
+if TYPE_CHECKING:  # the fixtures' types; at run time "conftest" may name another package's conftest
+    from support.worlds import EngineWorld, World
 
 
 async def count(world: World, model: Any, *where: Any) -> int:
@@ -375,3 +377,14 @@ async def test_thread_replies_become_notes_action_items_and_decisions(world: Wor
 async def _all_audits(world: World) -> list[AuditLog]:
     async with world.db.session() as session:
         return list((await session.execute(select(AuditLog).order_by(AuditLog.id))).scalars())
+
+
+async def test_a_thread_reply_about_a_deal_outside_the_engagement_records_nothing(world: World) -> None:
+    messages = await record_note_from_thread(await world.ctx("dana", "slack"), 9999, "action: call them")
+    assert [m.text for m in messages] == [
+        "That deal is no longer in this engagement's pipeline, so nothing was recorded."
+    ]
+    note = await record_note_from_thread(await world.ctx("dana", "slack"), 9999, "a note")
+    assert note[0].text == messages[0].text
+    assert await count(world, ActionItem) == 0
+    assert [(a.outcome, a.target) for a in await _all_audits(world)] == [("rejected", "deal:9999")] * 2

@@ -12,6 +12,7 @@ small local sink that records what was answered through them.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -53,6 +54,7 @@ class ResponseSink:
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
+        self._arrived = asyncio.Condition()
         self.root = ""
 
     async def start(self) -> None:
@@ -70,7 +72,16 @@ class ResponseSink:
 
     async def _record(self, request: web.Request) -> web.Response:
         self.posts.append((request.match_info["name"], await request.json()))
+        async with self._arrived:
+            self._arrived.notify_all()
         return web.Response(text="ok")
+
+    async def wait_for(self, name: str, count: int = 1) -> list[dict[str, Any]]:
+        """The first `count` answers to `name`, waiting for them to arrive (for a bot in another process;
+        wrap in `asyncio.timeout`)."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: len(self.to(name)) >= count)
+        return self.to(name)[:count]
 
     def url(self, name: str | None = None) -> str:
         return f"{self.root}/respond/{name or uuid.uuid4().hex[:8]}"
@@ -147,7 +158,9 @@ class SlackDriver:
 
     # --- request builders ----------------------------------------------------------------------
 
-    def command_body(self, who: str, command: str, text: str, *, channel: str = "C0REVIEW", respond_to: str = "") -> str:
+    def command_body(
+        self, who: str, command: str, text: str, *, channel: str = "C0REVIEW", respond_to: str = ""
+    ) -> str:
         form = payload("slash_command")
         form.update(
             user_id=SLACK_IDS.get(who, who),
@@ -216,16 +229,12 @@ def date_input(value: str | None) -> dict[str, Any]:
 
 @asynccontextmanager
 async def serve_slack(world: Any, fake: FakeSlack, **settings: Any) -> AsyncIterator[SlackDriver]:
-    """`cadence run`'s Slack service on 127.0.0.1:<ephemeral> for the test world, against the fake."""
+    """`cadence run`'s Slack service on 127.0.0.1:<ephemeral> for the test world, against the fake
+    (`settings` override the single-workspace defaults, e.g. `slack_bot_token=None, slack_client_id=...`)."""
     sink = ResponseSink()
     await sink.start()
-    config = Settings(
-        slack_bot_token=fake.token,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url,
-        database_url=world.db.url,
-        **settings,
-    )
+    defaults = {"slack_bot_token": fake.token, "slack_signing_secret": SIGNING_SECRET, "slack_api_url": fake.api_url}
+    config = Settings(**{**defaults, "database_url": world.db.url, **settings})
     app = CadenceApp(settings=config, db=world.db, clock=world.clock, router=world.router)
     service = await start_slack(app, host="127.0.0.1", port=0, run_scheduler=False)
     try:

@@ -27,7 +27,7 @@ from cadences import deal_events
 from cadences.deals import DealError, confirm_deal, not_in_engagement
 from cadences.messages import Message, reply
 from storage import audit
-from storage.models import HandoffTask, PlanDeliverable
+from storage.models import ActionItem, HandoffTask, PlanDeliverable
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackDeps
@@ -59,6 +59,8 @@ def register(app: AsyncApp, deps: SlackDeps) -> None:
         "deliverable_status": _deliverable_status,
         "handoff_status": _handoff_status,
         "handoff_assign": _handoff_assign,
+        "action_done": _action_done,
+        "review_add_action": _add_action,
         "run_command": _run_command,
         "debrief_choice": _run_command,
     }
@@ -268,6 +270,43 @@ async def _handoff_assign(
         asker.user_id,
         [reply(f"Who takes over “{task.title}”? Type /cadence handoff {task.key} to=@name")],
     )
+
+
+async def _action_done(
+    deps: SlackDeps,
+    client: AsyncWebClient,
+    asker: Who,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+) -> None:
+    """Done #12: `/pipeline done 12`, and the button gives way to a line saying so."""
+    item_id = int(value_of(action))
+    messages = await deps.router.run(
+        asker.context(deps), "pipeline", f"done {item_id}", raw=f"/pipeline done {item_id}"
+    )
+    async with deps.db.session() as session:
+        item = await session.get(ActionItem, item_id)
+    if item is not None and item.status == "done" and body.get("message"):
+        await _replace(respond, body, action, f"✓ Done: #{item_id} {item.text} (by {_name(asker)})")
+    else:
+        await _say(client, body, respond, asker.user_id, messages)
+    await _refresh_home(deps, client, asker, body)
+
+
+async def _add_action(
+    deps: SlackDeps,
+    client: AsyncWebClient,
+    asker: Who,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: AsyncRespond,
+) -> None:
+    async def say(line: str) -> None:
+        await _say(client, body, respond, asker.user_id, [reply(line)])
+
+    trigger = str(body.get("trigger_id") or "")
+    await views.open_action_item_form(deps, client, asker, trigger, say, int(value_of(action)), views.origin(body))
 
 
 async def _run_command(

@@ -145,12 +145,14 @@ async def home_messages(deps: SlackDeps, asker: Who) -> list[Message]:
         if deps.cadence is not None:
             dues = await deps.cadence.upcoming(engagement, now, UPCOMING)
             lines: list[str] = []
-            for due in dues:
+            seen: set[str] = set()
+            for due in dues:  # each ritual once, at its next time
+                if due.ritual in seen:
+                    continue
+                seen.add(due.ritual)
                 at = due.due_at.astimezone(zone)
                 name = RITUAL_NAMES.get(due.ritual, due.ritual.replace("_", " ").capitalize())
-                line = f"{at:%a %b %-d %H:%M} — {name}"
-                if line not in lines:
-                    lines.append(line)
+                lines.append(f"{at:%a %b %-d %H:%M} — {name}")
             shown = lines[: SHOWN["rituals"]]
             text = "\n".join(f"• {line}" for line in shown) if shown else "Nothing due in the next 7 days."
             heading.append(Paragraph(text=f"Next rituals (your time)\n{text}"))
@@ -197,8 +199,8 @@ async def home_messages(deps: SlackDeps, asker: Who) -> list[Message]:
                 buttons=[
                     Button(
                         label=f"Done #{a.id}",
-                        action_id="run_command",
-                        value=f"/pipeline done {a.id}",
+                        action_id="action_done",
+                        value=str(a.id),
                         command=f"/pipeline done {a.id}",
                     )
                     for a in shown_actions

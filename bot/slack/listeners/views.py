@@ -225,6 +225,30 @@ async def open_log_note_form(
     await client.views_open(trigger_id=trigger_id, view=modals.log_note_form(picker, note[:3000], meta))
 
 
+async def open_action_item_form(
+    deps: SlackDeps,
+    client: AsyncWebClient,
+    asker: Who,
+    trigger_id: str,
+    say: Say,
+    deal_id: int,
+    meta: Mapping[str, Any],
+) -> None:
+    """Add an action item on a deal (the review thread's button): text, owner (the deal's by default), due."""
+    if asker.person is None:
+        await say(not_in_engagement(asker.context(deps)))
+        return
+    async with deps.db.session() as session:
+        deal = await session.get(Deal, deal_id)
+        people = await engagement_repo.people(session, asker.engagement.id)
+    if deal is None or deal.engagement_id != asker.engagement.id:
+        await say("That deal is no longer in the pipeline.")
+        return
+    owner = next((p.key for p in people if p.id == deal.owner_id), None)
+    view = modals.action_item_form(deal.name, [(p.key, p.name) for p in people], owner, {**meta, "deal": deal.id})
+    await client.views_open(trigger_id=trigger_id, view=view)
+
+
 # --- listeners ------------------------------------------------------------------------------------
 
 
@@ -259,6 +283,7 @@ def register(app: AsyncApp, deps: SlackDeps) -> None:
         modals.DEBRIEF_FORM: _submit_debrief,
         modals.FORECAST_FORM: _submit_forecast,
         modals.LOG_NOTE_FORM: _submit_note,
+        modals.ACTION_ITEM_FORM: _submit_action_item,
     }
     for callback_id, submit in submissions.items():
         app.view(callback_id)(_submission(deps, submit))
@@ -559,3 +584,27 @@ async def _submit_note(
     await ack()
     intro = f"Note added to {outcome.deal.name}."
     deps.background.spawn(_after_change(deps, client, asker, meta, ctx, outcome, intro), what="confirm a logged note")
+
+
+async def _submit_action_item(
+    deps: SlackDeps, ack: AsyncAck, asker: Who, view: dict[str, Any], client: AsyncWebClient
+) -> None:
+    """The item itself is the `/pipeline action` command (its rules, its audit); a past due date is
+    refused here, next to the field."""
+    meta = modals.metadata(view)
+    submitted = modals.state_values(view)
+    due = submitted.get("due", "")
+    if due and due < asker.context(deps).today().isoformat():
+        await ack(response_action="errors", errors={"due": "That date is in the past; pick today or later."})
+        return
+    async with deps.db.session() as session:
+        deal = await session.get(Deal, int(meta.get("deal") or 0))
+    if deal is None or deal.engagement_id != asker.engagement.id:
+        await ack(response_action="errors", errors={"text": "That deal is no longer in the pipeline."})
+        return
+    await ack()
+    text = " ".join(submitted.get("text", "").split()).replace('"', "'")
+    args = (
+        f'action "{deal.name}" owner=@{submitted.get("owner", "")}' + (f" due={due}" if due else "") + f' text="{text}"'
+    )
+    deps.background.spawn(_run_and_confirm(deps, client, asker, meta, "pipeline", args), what="add an action item")
