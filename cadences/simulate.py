@@ -19,6 +19,8 @@ from sqlalchemy import select
 from cadences.clock import ManualClock
 from cadences.commands import CommandRouter
 from cadences.context import Context
+from cadences.debriefs import questions_for
+from cadences.engagement_file import engagement_settings
 from cadences.engine import Engine
 from cadences.rituals import at_local
 from cadences.scheduler import advance
@@ -26,6 +28,7 @@ from storage.db import Database
 from storage.models import Deal, Debrief, Delivery, Engagement, HandoffTask, Person, PlanDeliverable, Role, Stage
 
 ACTION_TIME = time(11, 30)
+FREE_TEXT = "Talked it through with my manager"
 
 
 @dataclass
@@ -184,9 +187,14 @@ class Simulation:
                 .scalars()
                 .all()
             )
+        settings = engagement_settings(self.engagement)
         for debrief in debriefs:
             if self.people.rng.random() < self.people.answers_debriefs:
-                await self.say(rep, f"/debrief {debrief.id} {_debrief_answers(debrief.trigger)}")
+                answers = " ".join(
+                    f'{q.key}="{self.people.rng.choice(q.choices) if q.choices else FREE_TEXT}"'
+                    for q in questions_for(settings, debrief.trigger)
+                )
+                await self.say(rep, f"/debrief {debrief.id} {answers}")
 
     async def report_status(self, person: Person) -> None:
         rng = self.people.rng
@@ -226,13 +234,6 @@ class Simulation:
             if (due - today).days <= 10 and rng.random() < self.people.reports_status / 3:
                 await self.say(person, f"/cadence handoff {task.key} done")
                 break
-
-
-def _debrief_answers(trigger: str) -> str:
-    return {
-        "lost": 'reason="no decision" competitor=none differently="Multi-thread earlier"',
-        "won": 'why="Strong champion" differently="Start legal review sooner"',
-    }.get(trigger, 'why="Buyer asked for more time" next="Re-confirm the timeline with the champion"')
 
 
 def _tz(engagement: Engagement) -> ZoneInfo:

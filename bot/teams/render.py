@@ -52,7 +52,9 @@ JSONDict = dict[str, Any]
 
 _BACKSLASHED = frozenset("\\`*_[]()#~")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_ORDERED_MARKER = re.compile(r"\d+[.)]")
+_BLOCK_MARKER = re.compile(r"[-+](?=[ \t]|$)|-(?=-)|=+[ \t]*$")
+"""A bullet (`- `, `+ `), a rule or setext underline (`--`, `===`) opening a line."""
+_ORDERED_MARKER = re.compile(r"\d{1,9}[.)](?=[ \t]|$)")
 _STYLES = {"primary": "positive", "danger": "destructive"}
 
 
@@ -92,10 +94,10 @@ def escape(text: str) -> str:
 
 def _escape_line(line: str) -> str:
     body = "".join(_ENTITIES.get(c) or (f"\\{c}" if c in _BACKSLASHED else c) for c in line)
-    if line[:1] in ("-", "+", "="):  # a bullet, or a setext heading underline
+    if _BLOCK_MARKER.match(line):
         return "\\" + body
     marker = _ORDERED_MARKER.match(line)
-    if marker and line[marker.end() - 1] == ".":  # "1." starts an ordered list; ")" is escaped above
+    if marker and line[marker.end() - 1] == ".":  # "1. " starts an ordered list; ")" is escaped above
         cut = marker.end() - 1
         return body[:cut] + "\\" + body[cut:]
     return body

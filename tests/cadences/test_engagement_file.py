@@ -171,7 +171,7 @@ def test_unquoted_times_and_yes_no_stay_text() -> None:
             id="bad-date",
         ),
         pytest.param(
-            "  exit: 2027-03-05 ",
+            "  exit: 2027-03-19 ",
             "  exit: 2026-03-05 ",
             "engagement.exit",
             "exit 2026-03-05 must be after start 2026-09-07",
@@ -284,7 +284,7 @@ async def test_apply_creates_everything_then_is_idempotent(db: Database) -> None
         identities = {(i.platform, i.user_id) for i in (await s.execute(select(ChatIdentity))).scalars()}
     assert settings.pipeline_review.host == "dana" and settings.forecast_owner == "dana"
     assert settings.pipeline_review.large_deal_amount == Decimal("100000")
-    assert settings.handoff.exit_planning_month == 4
+    assert settings.handoff.exit_planning_month == 6
     assert settings.digest.time == time(16, 0)
     assert ("console", "oliver") in identities and ("slack", "U05X1OHUGHS") in identities
     assert ("teams", "7b0e9c45-2d6f-4a8b-b1e3-9f4c7a2d5e68") in identities

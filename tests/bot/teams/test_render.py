@@ -296,6 +296,7 @@ def test_an_image_too_large_for_a_card_follows_as_an_image_attachment() -> None:
         ("- item\n+ item\n* item", "\\- item\n\\+ item\n\\* item"),
         ("1. first\n2) second", "1\\. first\n2\\) second"),
         ("Title\n===", "Title\n\\==="),
+        ("---\n-5,000 net\n2.4× coverage\n= total", "\\---\n-5,000 net\n2.4× coverage\n= total"),
         ("    code?", "code?"),
         ("`tick` ~strike~ back\\slash", r"\`tick\` \~strike\~ back\\slash"),
         ("Q4 - 2026 costs $5-10k", "Q4 - 2026 costs $5-10k"),  # a dash inside a line is no list
@@ -331,7 +332,7 @@ def unescaped_specials(markdown: str) -> list[str]:
             found.append(c)
         i += 1
     for line in markdown.split("\n"):
-        if line[:1] in ("-", "+", "=", " ", "\t") or re.match(r"\d+[.)]", line):
+        if line[:1] in (" ", "\t") or re.match(r"[-+](\s|$)|--|=+\s*$|\d{1,9}[.)](\s|$)", line):
             found.append(f"line starts {line[:3]!r}")
     return found
 
