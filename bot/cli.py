@@ -132,6 +132,20 @@ async def cmd_simulate(app: CadenceApp, args: argparse.Namespace) -> int:
     )
 
 
+async def cmd_teams_package(app: CadenceApp, args: argparse.Namespace) -> int:
+    from bot.teams.package import build_package
+
+    app_id = args.app_id or Settings().teams_app_id
+    if not app_id:
+        raise SetupError("set MicrosoftAppId (the Azure Bot's Microsoft App ID) or pass --app-id")
+    try:
+        path = build_package(app_id, Path(args.output), host=args.host)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from exc
+    print(f"Wrote {path}: upload it in Teams (Apps → Manage your apps → Upload an app).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cadence",
@@ -197,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     deals.add_argument("--engagement", help="engagement slug (when the database holds several)")
     deals.add_argument("--as", dest="as_name", help="the person recorded as importing (default: the CRO)")
     deals.set_defaults(run=cmd_import_deals)
+
+    teams = sub.add_parser("teams", help="Microsoft Teams: the app package").add_subparsers(
+        dest="teams_command", required=True, metavar="ACTION"
+    )
+    package = teams.add_parser("package", help="zip the Teams app package (manifest and icons) for upload")
+    package.add_argument("-o", "--output", default="cadence-teams.zip", help="file to write (cadence-teams.zip)")
+    package.add_argument("--app-id", help="the bot's Microsoft App ID (default: MicrosoftAppId)")
+    package.add_argument("--host", help="the public host serving `cadence run`, for the app's developer links")
+    package.set_defaults(run=cmd_teams_package, standalone=True)
     return parser
 
 

@@ -36,8 +36,8 @@ from typing import Any
 
 from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler, TeamsInfo
-from botbuilder.schema import Activity, ActivityTypes, ChannelAccount, TeamInfo
-from botbuilder.schema.teams import TeamsChannelAccount
+from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
+from botbuilder.schema.teams import TeamInfo, TeamsChannelAccount
 from msrest.exceptions import HttpOperationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -162,9 +162,9 @@ def typed_text(activity: Activity) -> str:
     text = activity.text or ""
     bot_id = activity.recipient.id if activity.recipient else None
     for entity in activity.entities or []:
-        props = entity.additional_properties or {}
+        props = entity if isinstance(entity, dict) else {"type": entity.type, **(entity.additional_properties or {})}
         mentioned = props.get("mentioned") or {}
-        if (entity.type or "").lower() == "mention" and mentioned.get("id") == bot_id and props.get("text"):
+        if str(props.get("type")).lower() == "mention" and mentioned.get("id") == bot_id and props.get("text"):
             text = text.replace(str(props["text"]), " ")
     return html.unescape(_TAG.sub(" ", text)).strip()
 
@@ -488,7 +488,8 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
             if not picked.isdigit():
                 picker = await self._deal_picker(asker, error="Choose a deal.")
                 return CardAnswer(card=picker) if isinstance(picker, dict) else CardAnswer(replies=[picker])
-            return await self._open_deal_form(asker, int(picked))
+            opened = await self._open_deal_form(asker, int(picked))
+            return CardAnswer(card=opened.forms[0]) if opened.forms else opened
         if form == cards.NEW_DEAL_FORM:
             return await self._create_deal(asker, inputs)
         if form == cards.DEBRIEF_FORM:

@@ -234,7 +234,7 @@ class TeamsPort:
     async def update(self, ref: SentRef, message: Message) -> None:
         """Replaces the first card of a delivery; continuation cards and separate images stay as posted."""
         where = f"activity {ref.message_id} in {ref.conversation}"
-        activity = (await self._render(message, where))[0]
+        activity = (await self._render(message.model_copy(update={"thread": []}), where))[0]
         stored = await self.references.get_conversation(base_conversation(ref.conversation))
         if stored is None:
             raise DeliveryFailed(f"Teams: no stored conversation reference ({where})", permanent=True)

@@ -47,11 +47,14 @@ def conversation_type(activity: Activity) -> str | None:
 
 def reference_json(activity: Activity) -> JSONDict:
     """The Bot Framework conversation reference of an inbound activity, addressed to the conversation
-    itself (a channel, not the thread the activity was in; no particular activity)."""
+    itself (a channel, not the thread the activity was in; no particular activity), with its tenant —
+    which creating a 1:1 chat needs and botbuilder's model drops when Teams spells it `tenantId`."""
     reference = TurnContext.get_conversation_reference(activity)
     reference.activity_id = None
-    if reference.conversation is not None and reference.conversation.id:
-        reference.conversation.id = base_conversation(reference.conversation.id)
+    if reference.conversation is not None:
+        if reference.conversation.id:
+            reference.conversation.id = base_conversation(reference.conversation.id)
+        reference.conversation.tenant_id = tenant_of(activity)
     serialized: JSONDict = reference.serialize()
     return serialized
 

@@ -46,6 +46,10 @@ CARD_ELEMENTS: dict[str, tuple[str, ...]] = {
     "TableCell": ("items",),
     "Input.ChoiceSet": ("id", "choices"),
     "Input.Text": ("id",),
+    "Input.Number": ("id",),
+    "Input.Date": ("id",),
+    "Input.Time": ("id",),
+    "Input.Toggle": ("id", "title"),
 }
 CARD_ACTIONS: dict[str, tuple[str, ...]] = {"Action.Submit": ("title",), "Action.Execute": ("title",)}
 _ENUMS: dict[str, set[str]] = {
@@ -315,8 +319,9 @@ def _element_problems(node: Any, ids: list[str]) -> list[str]:
             problems.append("FactSet: facts need a title and a value")
     if kind == "ActionSet" and not node.get("actions"):
         problems.append("ActionSet: no actions")
-    if kind == "Input.ChoiceSet":
+    if kind.startswith("Input."):
         ids.append(str(node.get("id")))
+    if kind == "Input.ChoiceSet":
         choices = node.get("choices") or []
         if not choices or not all(isinstance(c.get("title"), str) and isinstance(c.get("value"), str) for c in choices):
             problems.append("Input.ChoiceSet: choices need a title and a value")

@@ -197,3 +197,13 @@ async def test_pipeline_start_posts_the_review_with_its_threads(slack: SlackDriv
     assert "&lt;!channel&gt; Corp" in words(deal_thread.blocks)
     for post in posts:  # nothing posted can ping anyone
         assert "<!channel>" not in post.text and "<!channel>" not in str(post.blocks)
+
+
+async def test_a_rate_limited_slack_call_is_retried_after_retry_after_and_nothing_is_lost(slack: SlackDriver) -> None:
+    await slack.setup()
+    await slack.world.say("jordan", '/deal new "Acme" amount=48k close=2026-12-15 stage=discovery')
+    slack.fake.rate_limit("views.open", retry_after=0, times=2)
+    await slack.command("jordan", "/deal")
+    await slack.settle()
+    assert [c.method for c in slack.fake.calls if c.method == "views.open"] == ["views.open"] * 3
+    assert [method for method, _ in slack.fake.views] == ["views.open"]

@@ -247,3 +247,29 @@ async def test_the_forecast_form_checks_amounts_then_records_the_call(slack: Sla
     assert ok.text == ""
     await slack.settle()
     assert "Forecast for FY2027 Q4 recorded: commit $400k, best case $650k." in slack.sink.texts("dana")[-1]
+
+
+async def test_a_pipeline_over_100_deals_gets_a_searchable_picker(slack: SlackDriver) -> None:
+    from bot.slack import modals
+
+    picker = modals.deal_picker([modals.DealChoice(i, f"Deal {i}") for i in range(100)], total=101)
+    assert picker["element"]["type"] == "external_select" and picker["element"]["action_id"] == "deal_pick"
+    suggestion = {
+        "type": "block_suggestion",
+        "action_id": "deal_pick",
+        "block_id": "deal",
+        "value": "glo",
+        "team": {"id": "T0TEST", "domain": "testco"},
+        "user": {"id": "U0MAYA", "team_id": "T0TEST"},
+        "api_app_id": "A0CADENCE",
+        "container": {"type": "view", "view_id": "V0FORM"},
+        "view": {"id": "V0FORM", "type": "modal", "callback_id": "deal_form", "private_metadata": "{}"},
+    }
+    response = await slack.interaction(suggestion)
+    assert response.status == 200
+    globex = await _deal(slack, "Globex")
+    assert response.json() == {
+        "options": [{"text": {"type": "plain_text", "text": "Globex · Priya Natarajan"}, "value": str(globex.id)}]
+    }
+    suggestion["user"]["id"] = "U0JORDAN"  # a rep finds only their own deals
+    assert (await slack.interaction(suggestion)).json() == {"options": []}

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from botbuilder.schema import Activity, ErrorResponseException
+from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import MicrosoftAppCredentials
 from sqlalchemy import select
 
@@ -35,6 +37,7 @@ from storage.models import ChatIdentity, Delivery, Role
 from support.fake_connector import (
     BOT,
     CHANNELS,
+    MAX_BODY,
     TENANT,
     FakeConnector,
     MemoryReferences,
@@ -594,3 +597,38 @@ async def test_the_honest_limit_a_crash_before_the_sent_log_write_posts_again(
     assert len(keys) == 6 and len(set(keys)) == 5  # the one post in flight went twice; nothing else did
     await port.close()
     await restarted_port.close()
+
+
+# --- the fake itself ------------------------------------------------------------------------------------
+
+
+async def test_the_fake_speaks_enough_bot_connector_for_the_real_client(fake_connector: FakeConnector) -> None:
+    client = ConnectorClient(MicrosoftAppCredentials.empty(), base_url=fake_connector.service_url)
+    client.config.retry_policy.retries = 0
+    conversations = client.conversations
+    sent = await conversations.send_to_conversation(REVIEW, Activity(type="message", text="root"))
+    reply = await conversations.reply_to_activity(REVIEW, sent.id, Activity(type="message", text="reply"))
+    replied = fake_connector.activity(reply.id)
+    assert replied is not None and replied.reply_to == sent.id and replied.thread == sent.id
+    await conversations.update_activity(REVIEW, sent.id, Activity(type="message", text="edited", id=sent.id))
+    updated = fake_connector.activity(sent.id)
+    assert updated is not None and updated.current["text"] == "edited" and updated.body["text"] == "root"
+    assert [r.route for r in fake_connector.requests] == ["send", "reply", "update"]
+    refusals = [
+        (conversations.update_activity(REVIEW, "999", Activity(type="message", id="999")), 404),
+        (conversations.send_to_conversation(REVIEW, Activity(type="message", text="x" * MAX_BODY)), 413),
+        (conversations.send_to_conversation(REVIEW, Activity(type="typing")), 400),
+        (
+            conversations.send_to_conversation(
+                REVIEW,
+                Activity(type="message", attachments=[{"contentType": ADAPTIVE_CARD, "content": {"type": "Nope"}}]),
+            ),
+            400,
+        ),
+    ]
+    for call, status in refusals:
+        with pytest.raises(ErrorResponseException) as refused:
+            await call
+        assert refused.value.response.status_code == status
+    assert len(fake_connector.activities) == 2
+    await client.__aexit__(None, None, None)
