@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -117,10 +119,16 @@ async def cmd_run(app: CadenceApp, args: argparse.Namespace) -> int:
         raise SetupError(str(exc)) from exc
     how = "Socket Mode" if app.settings.slack_app_token else f"{service.url}/slack/events"
     print(f"Cadence is serving Slack ({how}); health check at {service.url}/healthz. Ctrl-C stops it.", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows: Ctrl-C still works
+            loop.add_signal_handler(sig, stopping.set)
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
     finally:
-        await service.stop()
+        await service.stop()  # finishes the work already acknowledged to Slack
+    print("Stopped.", flush=True)
     return 0
 
 

@@ -1326,8 +1326,13 @@ async def _apply_identities(
 ) -> None:
     """Chat identities follow the file; rows are re-pointed in place (never deleted and re-inserted) so
     an id moving between two people cannot trip the (platform, user_id) unique constraint mid-flush.
-    Identities of people no longer in the file are kept, so the bot still recognises (and refuses) them."""
+    Identities of people no longer in the file are kept, so the bot still recognises (and refuses) them, and
+    so are identities learned in chat (a Slack id found by email) on a platform the file does not declare
+    for that person: re-applying the file must not make the bot forget who someone is."""
     desired: dict[tuple[str, str], Person] = {}
+    declared = {(ps.key, "console") for ps in spec.people}
+    declared |= {(ps.key, "slack") for ps in spec.people if ps.slack}
+    declared |= {(ps.key, "teams") for ps in spec.people if ps.teams}
     for ps in spec.people:
         person = people[ps.key]
         desired[("console", ps.key)] = person
@@ -1356,7 +1361,7 @@ async def _apply_identities(
                 note(owner_key, f"{row.platform} {row.user_id} moved to {target.key!r}")
                 note(target.key, f"{row.platform} → {row.user_id}")
                 row.person_id = target.id
-        elif owner_key in in_file:
+        elif owner_key in in_file and (owner_key, row.platform) in declared:
             note(owner_key, f"{row.platform} {row.user_id} removed")
             await session.delete(row)
     for (platform, user_id), person in desired.items():

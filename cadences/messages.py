@@ -118,6 +118,10 @@ class Message(_Model):
     blocks: list[Block] = Field(default_factory=list)
     ephemeral: bool = False
     thread: list[Message] = Field(default_factory=list)
+    opens_thread: bool = False
+    """Replies to this message are a discussion of its subject (a flagged deal in the review). Sent as a
+    thread reply, it goes where the platform lets it have its own thread: Teams keeps it in the parent's
+    thread; Slack, whose threads cannot nest, posts it to the channel."""
 
 
 def reply(text: str, *blocks: Block, ephemeral: bool = True) -> Message:

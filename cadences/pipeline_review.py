@@ -541,7 +541,7 @@ class PipelineReview:
         actions = await open_action_items(session, facts.id, deal_ids=[f.deal.id for f in fig.flagged])
         for flag in fig.flagged:
             mine = [a for a in actions if a.deal_id == flag.deal.id]
-            message = deal_thread_message(flag, names, mine, today)
+            message = deal_thread_message(flag, names, mine, today).model_copy(update={"opens_thread": True})
             subject = f"deal:{flag.deal.id}"
             out.append(Outgoing(channel, subject, message, subject=subject, thread_of="review"))
         return out

@@ -115,3 +115,19 @@ class AdvisoryLock:
                 await conn.close()
         if engine is not None:
             await engine.dispose()
+
+
+async def holder_pid(db: Database, name: str) -> int | None:
+    """The PostgreSQL server process (backend pid) holding the lock `name`, or None when nobody holds it
+    (always None on SQLite): so an operator can ask "who runs the clock?" (join pg_stat_activity for the
+    client address) and a test can end the holder's connection as a `kill -9` would."""
+    if not db.is_postgres:
+        return None
+    key = lock_key(name)
+    stmt = text(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1"
+    )
+    async with db.engine.connect() as conn:
+        pid = (await conn.execute(stmt, {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF})).scalar()
+    return None if pid is None else int(pid)

@@ -224,7 +224,8 @@ class SlackPort:
     async def send(self, target: Target, message: Message, *, delivery_key: str) -> SentRef:
         parts = _parts(message, target.describe())
         channel = await self._conversation(target)
-        thread_ts = target.thread.message_id if target.thread else None
+        # Slack threads cannot nest: a message whose replies are its own discussion goes top-level.
+        thread_ts = target.thread.message_id if target.thread and not message.opens_thread else None
         metadata = {"event_type": EVENT_TYPE, "event_payload": {"delivery_key": delivery_key}}
         try:
             ts = await self._post(channel, parts[0].payload, thread_ts=thread_ts, metadata=metadata)
@@ -241,20 +242,18 @@ class SlackPort:
         return SentRef(platform=self.platform, conversation=channel, message_id=ts, thread_id=thread_ts)
 
     async def find_sent(self, target: Target, delivery_key: str) -> SentRef | None:
-        """Looks through the last `history_limit` messages of the conversation (the first of a thread). A Slack
-        error that no retry fixes (the channel is gone) answers None, and the send then fails with it;
-        a transient one raises DeliveryFailed, because answering None could post a duplicate."""
+        """Looks through the last `history_limit` messages of the conversation (and of the thread, for a
+        reply; a message that opens its own thread was posted top-level, so the channel is searched too).
+        A Slack error that no retry fixes (the channel is gone) answers None, and the send then fails with
+        it; a transient one raises DeliveryFailed, because answering None could post a duplicate."""
         thread_ts = target.thread.message_id if target.thread else None
         try:
             channel = await self._conversation(target)
-            if thread_ts is not None:
-                response = await self.client.conversations_replies(
-                    channel=channel, ts=thread_ts, limit=self.history_limit, include_all_metadata=True
-                )
-            else:
-                response = await self.client.conversations_history(
-                    channel=channel, limit=self.history_limit, include_all_metadata=True
-                )
+            places = [None] if thread_ts is None else [thread_ts, None]
+            for ts in places:
+                found = await self._find_in(channel, ts, delivery_key)
+                if found is not None:
+                    return found
         except DeliveryFailed as failed:
             if failed.permanent:
                 return None
@@ -264,6 +263,17 @@ class SlackPort:
             if failure.permanent:
                 return None
             raise failure from exc
+        return None
+
+    async def _find_in(self, channel: str, thread_ts: str | None, delivery_key: str) -> SentRef | None:
+        if thread_ts is not None:
+            response = await self.client.conversations_replies(
+                channel=channel, ts=thread_ts, limit=self.history_limit, include_all_metadata=True
+            )
+        else:
+            response = await self.client.conversations_history(
+                channel=channel, limit=self.history_limit, include_all_metadata=True
+            )
         messages: list[dict[str, Any]] = response.get("messages") or []
         for item in messages:
             meta = item.get("metadata") or {}

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from aiohttp import web
 from botbuilder.core import TurnContext, serializer_helper
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
@@ -115,7 +116,7 @@ async def messages(request: web.Request) -> web.Response:
         invoke = await service.adapter.process_activity(
             request.headers.get("Authorization", ""), activity, service.bot.on_turn
         )
-    except PermissionError:
+    except (PermissionError, jwt.PyJWTError):
         log.warning("Teams: refused an unauthenticated %s activity", activity.type)
         return web.Response(status=401, text="unauthorized")
     if invoke is None:

@@ -26,8 +26,9 @@ from cadences.clock import ManualClock
 from cadences.deals import Conflict, Outcome, update_deal
 from cadences.engine import Engine
 from cadences.ritual_catalog import all_rituals
-from cadences.scheduler import WAKEUP_HORIZON, Beat, CadenceScheduler
+from cadences.scheduler import CLOCK_LOCK, WAKEUP_HORIZON, Beat, CadenceScheduler
 from storage.db import Database
+from storage.locks import holder_pid
 from storage.models import Deal, DealHistory, Delivery
 from support.fake_slack import FakeSlack
 from support.worlds import World
@@ -125,17 +126,9 @@ def duplicate_keys(fake: FakeSlack) -> list[str]:
 async def kill(process: Process) -> None:
     """What PostgreSQL sees when a process is killed: its connections go away (the lock's first, which
     is what hands the clock over). The process never beats again."""
+    pid = await holder_pid(process.db, CLOCK_LOCK)
+    assert pid is not None
     async with process.db.engine.connect() as conn:
-        pid = (
-            await conn.execute(
-                text(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND classid::bigint = :high AND objid::bigint = :low"
-                ),
-                {"high": (process.scheduler.clock_lock.key >> 32) & 0xFFFFFFFF,
-                 "low": process.scheduler.clock_lock.key & 0xFFFFFFFF},
-            )
-        ).scalar_one()
         assert (await conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})).scalar()
     process.alive = False
     await process.db.dispose()

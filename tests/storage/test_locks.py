@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.db import Database
-from storage.locks import AdvisoryLock, lock_key
+from storage.locks import AdvisoryLock, holder_pid, lock_key
 
 
 @pytest.fixture
@@ -20,23 +20,9 @@ async def other(db: Database) -> AsyncIterator[Database]:
     await second.dispose()
 
 
-async def holder_pid(db: Database, key: int) -> int | None:
-    """The server process holding the advisory lock `key` (a bigint key is split into classid/objid)."""
-    async with db.engine.connect() as conn:
-        return (
-            await conn.execute(
-                text(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND classid::bigint = :high AND objid::bigint = :low"
-                ),
-                {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF},
-            )
-        ).scalar_one_or_none()
-
-
-async def kill_holder(db: Database, key: int) -> None:
+async def kill_holder(db: Database, name: str) -> None:
     """What PostgreSQL sees when the holding process is killed: its connection goes away."""
-    pid = await holder_pid(db, key)
+    pid = await holder_pid(db, name)
     assert pid is not None
     async with db.engine.connect() as conn:
         # the timeout makes the call wait until the server process has exited and released its locks
@@ -75,10 +61,12 @@ async def test_a_holder_whose_connection_died_loses_the_lock_to_the_next_asker(d
     try:
         assert await first.try_hold() is True
         assert await second.try_hold() is False
-        await kill_holder(db, first.key)
+        assert await holder_pid(db, "test:other") is None
+        await kill_holder(db, "test:clock")
         assert await second.try_hold() is True  # on its next heartbeat
         assert await first.try_hold() is False  # the old holder notices and does not think it leads
         assert first.held is False and second.held is True
+        assert await holder_pid(db, "test:clock") is not None
     finally:
         await first.release()
         await second.release()

@@ -180,7 +180,7 @@ async def test_a_founder_asking_for_the_deal_form_is_told_why_not(slack: SlackDr
     assert "Reps can change only their own deals" in slack.sink.texts("sam")[0]
 
 
-async def test_pipeline_start_posts_the_review_with_its_threads(slack: SlackDriver) -> None:
+async def test_pipeline_start_posts_the_review_and_one_thread_per_flagged_deal(slack: SlackDriver) -> None:
     await slack.setup()
     # A deal named to ping the whole channel: large and late-stage, so the review discusses it.
     await slack.world.say("jordan", '/deal new "<!channel> Corp" amount=150k close=2026-12-15 stage=discovery')
@@ -192,9 +192,10 @@ async def test_pipeline_start_posts_the_review_with_its_threads(slack: SlackDriv
     review = posts[0]
     assert review.thread_ts is None and review.metadata["event_type"] == "cadence_delivery"
     assert review.text.startswith("Pipeline review FY2027 Q4")
-    threads = [p for p in posts[1:] if p.thread_ts == review.ts]
-    [deal_thread] = [p for p in threads if "Corp" in words(p.blocks)]
-    assert "&lt;!channel&gt; Corp" in words(deal_thread.blocks)
+    # Slack threads cannot nest, so each flagged deal is its own channel message: its thread is its discussion.
+    [deal_post] = [p for p in posts[1:] if "Corp" in words(p.blocks)]
+    assert deal_post.thread_ts is None and deal_post.metadata["event_type"] == "cadence_delivery"
+    assert "&lt;!channel&gt; Corp" in words(deal_post.blocks)
     for post in posts:  # nothing posted can ping anyone
         assert "<!channel>" not in post.text and "<!channel>" not in str(post.blocks)
 
@@ -207,3 +208,17 @@ async def test_a_rate_limited_slack_call_is_retried_after_retry_after_and_nothin
     await slack.settle()
     assert [c.method for c in slack.fake.calls if c.method == "views.open"] == ["views.open"] * 3
     assert [method for method, _ in slack.fake.views] == ["views.open"]
+
+
+async def test_a_failure_after_the_ack_is_logged_and_the_person_told(
+    slack: SlackDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    await slack.setup()
+    await slack.world.say("jordan", '/deal new "Acme" amount=48k close=2026-12-15 stage=discovery')
+    slack.fake.fail("views.open", "fatal_error")
+    assert (await slack.command("jordan", "/deal")).status == 200
+    await slack.settle()
+    assert slack.sink.texts("jordan") == [
+        "Something went wrong on my side and it's been logged. Please try again in a minute."
+    ]
+    assert any("background work failed: /deal" in r.getMessage() and r.exc_info for r in caplog.records)

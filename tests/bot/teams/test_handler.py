@@ -50,7 +50,7 @@ async def bot(world: Any, tmp_path: Path) -> CadenceTeamsBot:
 
 async def acme(world: Any) -> Deal:
     async with world.db.session() as session:
-        deal = (await session.execute(select(Deal).where(Deal.name == "Acme"))).scalar_one()
+        deal: Deal = (await session.execute(select(Deal).where(Deal.name == "Acme"))).scalar_one()
     return deal
 
 

@@ -6,6 +6,8 @@ the review to the channel `cadence setup` linked, and a reply in its thread land
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from bot.teams import cards
 from bot.teams.handler import NOT_LINKED
@@ -31,7 +33,6 @@ from support.teams_bot import (
     AAD,
     REVIEW,
     TEAM,
-    TeamsDriver,
     TeamsFake,
     apply_teams_engagement,
     payload,
@@ -65,7 +66,8 @@ async def world_in_teams(world: Any, tmp_path: Path) -> Any:
 
 async def acme(world: Any) -> Deal:
     async with world.db.session() as session:
-        return (await session.execute(select(Deal).where(Deal.name == "Acme"))).scalar_one()
+        deal: Deal = (await session.execute(select(Deal).where(Deal.name == "Acme"))).scalar_one()
+    return deal
 
 
 def texts(card: dict[str, Any] | None) -> list[str]:
@@ -75,13 +77,18 @@ def texts(card: dict[str, Any] | None) -> list[str]:
         out: list[str] = []
         for e in elements:
             if e["type"] == "TextBlock":
-                out.append(e["text"])
+                out.append(plain(e["text"]))
             elif e["type"] == "FactSet":
-                out += [f"{f['title']}: {f['value']}" for f in e["facts"]]
+                out += [f"{plain(f['title'])}: {plain(f['value'])}" for f in e["facts"]]
             out += walk(e.get("items") or [])
         return out
 
     return walk(card["body"])
+
+
+def plain(text: str) -> str:
+    """Card text as a person reads it: the renderer's Markdown escapes and entities undone."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", text))
 
 
 def shown(posted: Posted) -> list[str]:
@@ -106,7 +113,7 @@ async def test_the_install_is_remembered_and_greeted(world_in_teams: Any, fake: 
         row = (await session.execute(select(ConversationRef))).scalar_one()
     assert (row.conversation_id, row.team_id, row.tenant_id, row.service_url) == (TEAM, TEAM, TENANT, fake.service_url)
     [greeting] = fake.posted(TEAM)  # a post of its own in the General channel
-    assert shown(greeting)[0].startswith("Hi, I'm Cadence. Type “cadence setup &lt;engagement-slug&gt;”")
+    assert shown(greeting)[0].startswith("Hi, I'm Cadence. Type “cadence setup <engagement-slug>”")
     assert fake.member_lookups == []  # only the bot's own arrival is handled
 
 
@@ -131,9 +138,16 @@ async def test_the_cro_links_the_organisation_in_the_review_channel(world_in_tea
         review = (await session.execute(select(ConversationRef))).scalar_one()
         priya = await world.person("priya")
         identity = await chat_workspaces.identity(session, world.engagement.id, "teams", AAD["priya"])
-        outcomes = [r.outcome for r in (await session.execute(select(AuditLog).where(AuditLog.action == "teams.setup"))).scalars()]
+        outcomes = [
+            r.outcome
+            for r in (await session.execute(select(AuditLog).where(AuditLog.action == "teams.setup"))).scalars()
+        ]
     assert linked is not None and linked.engagement_id == world.engagement.id
-    assert (review.conversation_id, review.channel_name, review.engagement_id) == (REVIEW, "pipeline-review", world.engagement.id)
+    assert (review.conversation_id, review.channel_name, review.engagement_id) == (
+        REVIEW,
+        "pipeline-review",
+        world.engagement.id,
+    )
     assert identity is not None and identity.person_id == priya.id  # matched by email from the roster
     assert outcomes == ["denied", "ok"]
 
@@ -145,26 +159,34 @@ async def test_a_first_message_matches_the_person_by_email_and_keeps_their_zone(
     async with serve_teams(world, fake) as teams:
         await teams.link("dana")
         async with world.db.write() as session:  # as if Priya had joined the team after the setup
-            await session.execute(ChatIdentity.__table__.delete().where(ChatIdentity.user_id == AAD["priya"]))
+            await session.execute(delete(ChatIdentity).where(ChatIdentity.user_id == AAD["priya"]))
         response = await teams.direct("priya", "deal list")
     assert response.status == 200
     assert fake.member_lookups == ["29:1pPriyaTeamsUserId"]
     [answer] = fake.posted(personal("priya"))
-    assert shown(answer)[0] == "Priya Natarajan's open deals"
+    assert shown(answer)[0] == "Your open deals"
     async with world.db.session() as session:
         identity = await chat_workspaces.identity(session, world.engagement.id, "teams", AAD["priya"])
         chat = (
             await session.execute(select(ConversationRef).where(ConversationRef.conversation_id == personal("priya")))
         ).scalar_one()
     assert identity is not None and identity.timezone == "Europe/London"
-    assert (chat.aad_object_id, chat.conversation_type, chat.engagement_id) == (AAD["priya"], "personal", world.engagement.id)
+    assert (chat.aad_object_id, chat.conversation_type, chat.engagement_id) == (
+        AAD["priya"],
+        "personal",
+        world.engagement.id,
+    )
 
 
 async def test_someone_outside_the_engagement_is_told_so(world_in_teams: Any, fake: TeamsFake) -> None:
     async with serve_teams(world_in_teams, fake) as teams:
         await teams.link("dana")
         body = payload("personal_message", fake.service_url)
-        body["from"] = {"id": "29:1pStranger", "name": "Sam Stranger", "aadObjectId": "0b5e3c1d-0000-4000-8000-0000000ff001"}
+        body["from"] = {
+            "id": "29:1pStranger",
+            "name": "Sam Stranger",
+            "aadObjectId": "0b5e3c1d-0000-4000-8000-0000000ff001",
+        }
         body["conversation"]["id"] = "a:1StrangerChat"
         response = await teams.post(body)
     assert response.status == 200
@@ -203,7 +225,7 @@ async def test_a_redelivered_message_runs_once(world_in_teams: Any, fake: TeamsF
     async with serve_teams(world, fake) as teams:
         await teams.link("dana")
         body = payload("message", fake.service_url)
-        body["text"] = "<at>Cadence</at> deal Acme note=\"Called the CFO\""
+        body["text"] = '<at>Cadence</at> deal Acme note="Called the CFO"'
         assert (await teams.post(body)).status == 200
         assert (await teams.post(body)).status == 200
     async with world.db.session() as session:
@@ -242,7 +264,9 @@ async def test_a_rep_cannot_change_another_reps_deal_from_a_card(world_in_teams:
     world = world_in_teams
     deal = await acme(world)
     form = cards.deal_form(
-        cards.DealValues(deal.id, deal.version, deal.name, "solution", deal.amount, deal.close_date, "pipeline", None, None, None),
+        cards.DealValues(
+            deal.id, deal.version, deal.name, "solution", deal.amount, deal.close_date, "pipeline", None, None, None
+        ),
         [("solution", "Solution"), ("proposal", "Proposal")],
     )
     data = form["actions"][0]["data"]
@@ -294,6 +318,7 @@ async def test_pipeline_start_posts_the_review_and_a_thread_reply_lands_on_the_d
 ) -> None:
     world = world_in_teams
     await world.say("jordan", "/deal Acme close=2027-01-20")  # slipped: flagged in the review
+    world.clock.advance(timedelta(minutes=30))
     async with serve_teams(world, fake, rituals=all_rituals()) as teams:
         await teams.link("dana")
         started = len(fake.posted(REVIEW))

@@ -1,0 +1,780 @@
+"""The crash-safety run: two bot processes on one PostgreSQL, SIGKILLed at random, must deliver every due
+message exactly once — or skip it with a recorded reason.
+
+Three engagements in three time zones (Los Angeles, Berlin, Sydney, built from the test engagement
+file and applied through `cadences.engagement_file`) with a few deals each run a simulated month that
+crosses the DST changes (Sydney Oct 4, Berlin Oct 25, Los Angeles Nov 1 2026). Two worker processes
+(bench/_worker.py: the real Engine with every ritual, the real CadenceScheduler and its clock lock, the
+real SlackPort) post to one fake Slack that this harness hosts and that records every post with its
+delivery key. Virtual time lives in one row of the database; the harness moves it through every due
+time (`Engine.next_wakeup`) while people update deals, and kills a worker with SIGKILL, then restarts it:
+
+- after a random short delay following a clock move (mid-tick, mid-planning, mid-claim, mid-fan-out),
+- the instant the fake Slack has recorded a post, before answering it (the post went out, the process
+  never learns it: only `find_sent` can stop a duplicate),
+- a random moment just after answering a post (before or after the process records it).
+
+When only a killed process's claims are left, the harness moves time past their lease, as the wall
+clock would, so the survivor takes them over. At the end it drains (time moves on until nothing is
+pending or sending) and checks the database against the fake's record:
+
+- no delivery key posted twice (duplicates);
+- every delivery sent was posted, and every post belongs to a delivery recorded as sent;
+- every delivery is sent, or failed/skipped with its reason;
+- every occurrence due in the window exists, planned or skipped with its reason.
+
+It exits non-zero on any duplicate or unexplained miss, on fewer kills than promised, or when no kill
+landed between a post and its record (the case this run exists to prove).
+
+    .venv/bin/python bench/chaos.py            # full: >= 50 kills, a month and a few days
+    .venv/bin/python bench/chaos.py --quick    # CI: >= 10 kills, two weeks across two DST changes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import aliased
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the fake Slack lives with the test support code
+
+from _worker import READY, create_clock_table, set_clock  # noqa: E402
+
+from bot.slack.port import EVENT_TYPE  # noqa: E402
+from cadences.catalog import build_router  # noqa: E402
+from cadences.clock import ManualClock  # noqa: E402
+from cadences.context import Context  # noqa: E402
+from cadences.engagement_file import EngagementFile, apply_engagement, load_engagement_file  # noqa: E402
+from cadences.engine import LEASE, Engine  # noqa: E402
+from cadences.messages import Image, Message  # noqa: E402
+from cadences.ritual_catalog import all_rituals  # noqa: E402
+from cadences.rituals import Due, load_facts  # noqa: E402
+from cadences.scheduler import WAKEUP_HORIZON  # noqa: E402
+from storage import engagements as engagement_repo  # noqa: E402
+from storage.db import Database  # noqa: E402
+from storage.models import Deal, Delivery, Engagement, Occurrence, Person, Role  # noqa: E402
+from support.fake_slack import FakeChannel, FakeSlack, FakeUser  # noqa: E402
+
+SMALL = ROOT / "tests" / "fixtures" / "engagement_small.yaml"
+RESULTS = ROOT / "bench" / "results"
+WORKER = ROOT / "bench" / "_worker.py"
+ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+WORKERS = 2
+POLL_SECONDS = 0.01
+STEP_TIMEOUT_SECONDS = 60.0
+READY_TIMEOUT_SECONDS = 60.0
+TIMER_KILL_MAX_SECONDS = 0.12
+AFTER_REPLY_MAX_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    start: datetime
+    end: datetime
+    kills: int
+
+
+QUICK = Mode("quick", datetime(2026, 10, 19, 12, tzinfo=UTC), datetime(2026, 11, 3, 12, tzinfo=UTC), kills=12)
+FULL = Mode("full", datetime(2026, 10, 1, 12, tzinfo=UTC), datetime(2026, 11, 4, 12, tzinfo=UTC), kills=60)
+
+
+@dataclass(frozen=True)
+class Place:
+    """One engagement of the run: its slug, zone, Slack id prefix and review channel."""
+
+    slug: str
+    company: str
+    timezone: str
+    tag: str
+
+
+PLACES = (
+    Place("chaos-la", "Pacific Widgets", "America/Los_Angeles", "1"),
+    Place("chaos-berlin", "Spree Software", "Europe/Berlin", "2"),
+    Place("chaos-sydney", "Harbour Data", "Australia/Sydney", "3"),
+)
+
+SEED_DEALS = (
+    ("jordan", '"{co} Globex" amount=120k close=+9d stage=proposal crm_id=CH-1 next="Send MSA" next_date=+3d'),
+    ("jordan", '"{co} Initech" amount=40k close=+40d stage=qualification'),
+    ("jordan", '"{co} Stark" amount=210k close=+20d stage=negotiation crm_id=CH-2'),
+    ("priya", '"{co} Umbrella" amount=80k close=+16d stage=solution crm_id=CH-3'),
+    ("priya", '"{co} Hooli" amount=25k close=+55d stage=discovery'),
+)
+
+
+# --- the engagements ------------------------------------------------------------------------------
+
+
+def engagement_spec(base: EngagementFile, place: Place) -> EngagementFile:
+    """The test engagement moved to another company, zone, set of Slack users and review channel."""
+    people = [
+        p.model_copy(update={"slack": f"U{place.tag}{p.key.upper()}", "email": f"{p.key}@{place.slug}.example"})
+        for p in base.people
+    ]
+    review = base.rituals.pipeline_review.model_copy(update={"channel": f"pipeline-review-{place.slug}"})
+    return base.model_copy(
+        update={
+            "engagement": base.engagement.model_copy(
+                update={"slug": place.slug, "company": place.company, "timezone": place.timezone}
+            ),
+            "people": people,
+            "rituals": base.rituals.model_copy(update={"pipeline_review": review}),
+        }
+    )
+
+
+def slack_workspace(specs: Iterable[EngagementFile]) -> tuple[list[FakeUser], list[FakeChannel]]:
+    users, channels = [], []
+    for n, spec in enumerate(specs, 1):
+        for p in spec.people:
+            assert p.slack is not None
+            users.append(FakeUser(p.slack, f"{p.name} ({spec.engagement.slug})", p.email, p.timezone or "UTC"))
+        channels.append(FakeChannel(f"C{n}REVIEW", spec.rituals.pipeline_review.channel))
+    return users, channels
+
+
+# --- the fake Slack, with kill switches -----------------------------------------------------------
+
+
+class ChaosSlack(FakeSlack):
+    """The fake Slack Web API that also remembers which process posted each delivery key, and can kill
+    the poster the instant a post is recorded (`kill_before_reply`) or just after it is answered."""
+
+    def __init__(self, users: list[FakeUser], channels: list[FakeChannel]) -> None:
+        super().__init__(users=users, channels=channels)
+        self.posters: dict[str, list[str]] = {}
+        self.trap: str | None = None
+        self.workers: Workers | None = None
+
+    def _m_chat_postMessage(self, body: dict[str, Any]) -> dict[str, Any]:
+        result = super()._m_chat_postMessage(body)
+        metadata = body.get("metadata") or {}
+        key = (metadata.get("event_payload") or {}).get("delivery_key")
+        if metadata.get("event_type") != EVENT_TYPE or not key:
+            return result
+        token = self.calls[-1].token or "?"  # the call being answered: recorded just before this handler
+        self.posters.setdefault(str(key), []).append(token)
+        if self.trap is not None and self.workers is not None:
+            poster = self.workers.by_token(token)
+            if poster is not None and self.workers.others_ready(poster):
+                mode, self.trap = self.trap, None
+                if mode == "before reply":
+                    self.workers.kill(poster, mode)
+                else:
+                    delay = random.uniform(0, AFTER_REPLY_MAX_SECONDS)
+                    asyncio.get_running_loop().call_later(delay, self.workers.kill, poster, mode)
+        return result
+
+
+# --- the worker processes --------------------------------------------------------------------------
+
+
+@dataclass
+class Incarnation:
+    slot: int
+    name: str
+    token: str
+    process: asyncio.subprocess.Process
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    killed: bool = False
+
+
+@dataclass
+class Kill:
+    worker: str
+    mode: str
+    virtual: str
+
+
+class Workers:
+    """Two worker slots, each always running one incarnation: a killed one is restarted at once (a new
+    process, a new name and Slack token, so every post can be traced to the process that made it)."""
+
+    def __init__(self, database_url: str, fake: ChaosSlack, log: Any, clock: ManualClock) -> None:
+        self.database_url = database_url
+        self.fake = fake
+        self.log = log
+        self.clock = clock
+        self.current: dict[int, Incarnation] = {}
+        self.dead: set[str] = set()
+        self.kills: list[Kill] = []
+        self._count = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, slot: int) -> None:
+        self._count += 1
+        name = f"w{slot}-{self._count}"
+        token = f"xoxb-chaos-{name}"
+        self.fake.tokens.add(token)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(WORKER),
+            "--database-url",
+            self.database_url,
+            "--slack-url",
+            self.fake.api_url,
+            "--token",
+            token,
+            "--name",
+            name,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self.log,
+            cwd=ROOT,
+        )
+        incarnation = Incarnation(slot, name, token, process)
+        self.current[slot] = incarnation
+        self._spawn(self._watch(incarnation))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, incarnation: Incarnation) -> None:
+        assert incarnation.process.stdout is not None
+        line = await incarnation.process.stdout.readline()
+        if line.decode().strip() == READY:
+            incarnation.ready.set()
+        await incarnation.process.wait()
+        if not incarnation.killed:
+            raise RuntimeError(f"worker {incarnation.name} exited by itself ({incarnation.process.returncode})")
+
+    def by_token(self, token: str) -> Incarnation | None:
+        return next((i for i in self.current.values() if i.token == token and not i.killed), None)
+
+    def all_ready(self) -> bool:
+        return all(i.ready.is_set() and not i.killed for i in self.current.values())
+
+    def others_ready(self, incarnation: Incarnation) -> bool:
+        """Whether killing `incarnation` leaves a running process (the run never kills the last one)."""
+        return all(i.ready.is_set() and not i.killed for i in self.current.values() if i is not incarnation)
+
+    async def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not self.all_ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start; see bench/results/chaos-workers.log")
+            await asyncio.sleep(POLL_SECONDS)
+
+    def kill(self, incarnation: Incarnation, mode: str) -> None:
+        if incarnation.killed or incarnation.process.returncode is not None:
+            return
+        incarnation.process.send_signal(signal.SIGKILL)
+        incarnation.killed = True
+        self.dead.add(incarnation.name)
+        self.kills.append(Kill(incarnation.name, mode, self.clock.now().isoformat()))
+        self._spawn(self._restart(incarnation))
+
+    async def _restart(self, incarnation: Incarnation) -> None:
+        await incarnation.process.wait()
+        await self.start(incarnation.slot)
+
+    def kill_later(self, delay: float) -> None:
+        """Kill a random running worker after `delay` seconds (if the other one is up by then)."""
+
+        def fire() -> None:
+            candidates = [i for i in self.current.values() if not i.killed and self.others_ready(i)]
+            if candidates:
+                self.kill(random.choice(candidates), "timer")
+
+        asyncio.get_running_loop().call_later(delay, fire)
+
+    async def stop(self) -> None:
+        for incarnation in self.current.values():
+            incarnation.killed = True
+            if incarnation.process.returncode is None:
+                incarnation.process.send_signal(signal.SIGKILL)
+                await incarnation.process.wait()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await task
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """What the harness waits on after moving time: work due now that nobody has finished yet."""
+
+    pending_occurrences: int
+    ready_pending: int
+    sending: list[tuple[str | None, datetime | None]]
+    next_not_before: datetime | None
+
+    def settled(self) -> bool:
+        return not (self.pending_occurrences or self.ready_pending or self.sending)
+
+
+async def read_state(db: Database, now: datetime) -> State:
+    parent = aliased(Delivery)
+    async with db.session() as session:
+        pending_occurrences = (
+            await session.execute(select(func.count()).where(Occurrence.status == "pending"))
+        ).scalar_one()
+        ready_pending = (
+            await session.execute(
+                select(func.count())
+                .select_from(Delivery)
+                .outerjoin(parent, parent.id == Delivery.parent_id)
+                .where(
+                    Delivery.status == "pending",
+                    Delivery.not_before <= now,
+                    or_(Delivery.parent_id.is_(None), parent.status == "sent"),
+                )
+            )
+        ).scalar_one()
+        sending = (
+            await session.execute(select(Delivery.claimed_by, Delivery.lease_until).where(Delivery.status == "sending"))
+        ).all()
+        next_not_before = (
+            await session.execute(
+                select(func.min(Delivery.not_before)).where(
+                    and_(Delivery.status == "pending", Delivery.not_before > now)
+                )
+            )
+        ).scalar_one()
+    return State(pending_occurrences, ready_pending, [(c, u) for c, u in sending], next_not_before)
+
+
+class Run:
+    def __init__(self, mode: Mode, db: Database, engine: Engine, clock: ManualClock, workers: Workers) -> None:
+        self.mode = mode
+        self.db = db
+        self.engine = engine
+        self.clock = clock
+        self.workers = workers
+        self.rng = random.Random()
+        self.steps = 0
+        self.lease_moves = 0
+        self.lease_moves_at: list[str] = []
+        self.actions = 0
+        self.expected: list[tuple[int, Due]] = []
+        self.missing: set[tuple[int, str, str]] = set()
+
+    async def move_to(self, when: datetime) -> None:
+        self.clock.set(when)
+        await set_clock(self.db, when)
+
+    async def settle(self) -> None:
+        """Wait until everything due by now is done; when only killed processes' claims are left, move
+        time past their leases (as the wall clock would) so a running process takes them over."""
+        deadline = time.monotonic() + STEP_TIMEOUT_SECONDS
+        while True:
+            now = self.clock.now()
+            # Dues first, then the rest: an occurrence seen to exist here shows up below until its
+            # deliveries are done, so the two reads cannot both miss work in flight.
+            missing = await self.dues_missing(now)
+            state = await read_state(self.db, now)
+            if state.settled() and not missing:
+                return
+            orphaned = [lease for claimer, lease in state.sending if claimer in self.workers.dead]
+            latest = max((lease for lease in orphaned if lease is not None), default=None)
+            if (
+                latest is not None
+                and latest >= now
+                and len(orphaned) == len(state.sending)
+                and not (missing or state.pending_occurrences or state.ready_pending)
+            ):
+                await self.move_to(latest + timedelta(seconds=1))
+                self.lease_moves += 1
+                self.lease_moves_at.append(f"{now.isoformat()} ({len(orphaned)} claims)")
+                continue
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stuck at {now.isoformat()}: {state}")
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def dues_missing(self, now: datetime) -> bool:
+        due_now = {(e, d.ritual, d.period) for e, d in self.expected if d.due_at <= now} & self.missing
+        if not due_now:
+            return False
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(Occurrence.engagement_id, Occurrence.ritual, Occurrence.period).where(
+                    Occurrence.due_at >= min(d.due_at for _, d in self.expected) - timedelta(days=1)
+                )
+            )
+            existing = {(e, r, p) for e, r, p in rows.all()}
+        self.missing -= existing
+        return bool(due_now - existing)
+
+    def maybe_kill(self, remaining_steps: int) -> None:
+        left = self.mode.kills - len(self.workers.kills)
+        if left <= 0 or self.workers.fake.trap is not None:
+            return
+        if self.rng.random() >= min(0.9, 1.5 * left / max(1, remaining_steps)):
+            return
+        roll = self.rng.random()
+        if roll < 0.5:
+            self.workers.kill_later(self.rng.uniform(0, TIMER_KILL_MAX_SECONDS))
+        else:
+            self.workers.fake.trap = "before reply" if roll < 0.75 else "after reply"
+
+    async def execute(self, people: PeopleAtWork) -> None:
+        instants = sorted({d.due_at for _, d in self.expected if d.due_at <= self.mode.end})
+        while self.clock.now() < self.mode.end:
+            now = self.clock.now()
+            nxt = await self.engine.next_wakeup(now, WAKEUP_HORIZON)
+            state = await read_state(self.db, now)
+            candidates = [t for t in (nxt, state.next_not_before, self.mode.end) if t is not None and t > now]
+            when = min(candidates)
+            if self.mode.kills > len(self.workers.kills):
+                await self.workers.wait_ready()
+            await self.move_to(when)
+            self.steps += 1
+            self.maybe_kill(len([t for t in instants if t > when]) + 1)
+            if self.rng.random() < 0.35:
+                self.actions += await people.act(self.rng)
+            await self.settle()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Move time on until nothing is pending or sending (retries and leases run out)."""
+        self.workers.fake.trap = None
+        for _ in range(100):
+            await self.settle()
+            state = await read_state(self.db, self.clock.now())
+            if state.next_not_before is None and not state.sending:
+                return
+            await self.move_to(max(self.clock.now(), state.next_not_before or self.clock.now()) + LEASE)
+        raise RuntimeError("deliveries still pending after the drain")
+
+
+class PeopleAtWork:
+    """Reps updating deals through the command router while the workers tick: stage moves, slips,
+    confirmations, the odd loss (which opens a debrief the follow-up ritual then sends)."""
+
+    def __init__(self, db: Database, clock: ManualClock, engagements: list[Engagement]) -> None:
+        self.db = db
+        self.clock = clock
+        self.engagements = engagements
+        self.router = build_router()
+
+    async def act(self, rng: random.Random) -> int:
+        engagement = rng.choice(self.engagements)
+        async with self.db.session() as session:
+            reps = (
+                (
+                    await session.execute(
+                        select(Person)
+                        .where(Person.engagement_id == engagement.id, Person.role == Role.REP)
+                        .order_by(Person.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            rep = rng.choice(list(reps))
+            deals = (
+                (
+                    await session.execute(
+                        select(Deal).where(Deal.owner_id == rep.id, Deal.is_open.is_(True)).order_by(Deal.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not deals:
+            return 0
+        deal = rng.choice(list(deals))
+        roll = rng.random()
+        if roll < 0.08:
+            line = f'/deal "{deal.name}" lost reason="{rng.choice(["price", "timing", "competitor"])}"'
+        elif roll < 0.3:
+            line = f'/deal "{deal.name}" close=+{rng.choice([14, 21, 30])}d'
+        elif roll < 0.6:
+            line = f'/deal "{deal.name}" next="Call with the buyer" next_date=+{rng.choice([2, 5, 7])}d'
+        else:
+            line = f'/deal "{deal.name}" ok'
+        ctx = Context(self.db, self.clock, engagement, rep, "chaos", rep.key)
+        await self.router.handle_text(ctx, line)
+        return 1
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    mode: str
+    window: str
+    dst_changes: list[str]
+    engagements: int
+    occurrences: int = 0
+    occurrences_planned: int = 0
+    occurrences_skipped: int = 0
+    deliveries: int = 0
+    deliveries_sent: int = 0
+    deliveries_failed_or_skipped: int = 0
+    posts: int = 0
+    duplicates: int = 0
+    unexplained_misses: int = 0
+    kills: int = 0
+    kills_by_mode: dict[str, int] = field(default_factory=dict)
+    recovered_by_find_sent: int = 0
+    recovered_with_follow_ups: int = 0
+    lease_takeovers: int = 0
+    steps: int = 0
+    people_actions: int = 0
+    wall_seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    kill_log: list[Kill] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    lease_moves_at: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self) -> str:
+        kills = ", ".join(f"{n} {m}" for m, n in sorted(self.kills_by_mode.items()))
+        rows = [
+            ("window", self.window),
+            ("DST changes crossed", "; ".join(self.dst_changes)),
+            (
+                "occurrences",
+                f"{self.occurrences} ({self.occurrences_planned} planned, {self.occurrences_skipped} "
+                "skipped with a reason)",
+            ),
+            ("deliveries sent", f"{self.deliveries_sent} of {self.deliveries}"),
+            ("failed or skipped", f"{self.deliveries_failed_or_skipped} (each with a reason)"),
+            ("duplicates", str(self.duplicates)),
+            ("unexplained misses", str(self.unexplained_misses)),
+            ("kills", f"{self.kills} ({kills})"),
+            ("post-then-kill recovered by find_sent", str(self.recovered_by_find_sent)),
+            ("  of which with follow-ups cut", str(self.recovered_with_follow_ups)),
+            ("lease takeovers", str(self.lease_takeovers)),
+            ("wall time", f"{self.wall_seconds:.0f} s"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"Crash-safety run ({self.mode})"] + [f"  {k.ljust(width)}  {v}" for k, v in rows]
+        lines += [f"  PROBLEM: {p}" for p in self.problems[:20]]
+        lines.append("  result: " + ("OK" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+def dst_changes(start: datetime, end: datetime) -> list[str]:
+    found = []
+    for place in PLACES:
+        zone = ZoneInfo(place.timezone)
+        day = start.date()
+        while day < end.date():
+            before = datetime(day.year, day.month, day.day, tzinfo=zone).utcoffset()
+            nxt = day + timedelta(days=1)
+            if datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone).utcoffset() != before:
+                found.append(f"{place.timezone} {day.isoformat()}")
+            day = nxt
+    return found
+
+
+def has_follow_ups(payload: dict[str, Any]) -> bool:
+    """Whether a message posts more than its first part (thread replies, images): what a crash right
+    after the first post can cut, since `find_sent` then finds the delivery already out."""
+    message = Message.model_validate(payload)
+    return bool(message.thread) or any(isinstance(b, Image) for b in message.blocks)
+
+
+async def verify(run: Run, fake: ChaosSlack, report: Report) -> None:
+    problems = report.problems
+    async with run.db.session() as session:
+        occurrences = (await session.execute(select(Occurrence))).scalars().all()
+        deliveries = (await session.execute(select(Delivery))).scalars().all()
+    by_key = {(o.engagement_id, o.ritual, o.period): o for o in occurrences}
+    report.occurrences = len(occurrences)
+    report.occurrences_planned = sum(o.status == "planned" for o in occurrences)
+    report.occurrences_skipped = sum(o.status == "skipped" for o in occurrences)
+    reasons: Counter[str] = Counter()
+    for engagement_id, due in run.expected:
+        if due.due_at > run.clock.now():
+            continue
+        found = by_key.get((engagement_id, due.ritual, due.period))
+        if found is None:
+            problems.append(f"due but never created: {due.ritual}/{due.period} (engagement {engagement_id})")
+    for occ in occurrences:
+        if occ.status == "skipped":
+            if not occ.skip_reason:
+                problems.append(f"occurrence {occ.ritual}/{occ.period} skipped without a reason")
+            reasons[f"occurrence skipped: {occ.skip_reason}"] += 1
+        elif occ.status != "planned":
+            problems.append(f"occurrence {occ.ritual}/{occ.period} left {occ.status}")
+    report.deliveries = len(deliveries)
+    by_name = {d.key: d for d in deliveries}
+    for delivery in deliveries:
+        posts = fake.posters.get(delivery.key, [])
+        if delivery.status == "sent":
+            report.deliveries_sent += 1
+            if not posts:
+                problems.append(f"recorded as sent, never posted: {delivery.key}")
+            elif posts[0].removeprefix("xoxb-chaos-") != delivery.claimed_by:
+                report.recovered_by_find_sent += 1
+                report.recovered.append(
+                    f"{delivery.key}: posted by {posts[0]}, recorded by {delivery.claimed_by} "
+                    f"after {delivery.attempts} claims"
+                )
+                report.recovered_with_follow_ups += has_follow_ups(delivery.payload)
+        elif delivery.status in ("failed", "skipped"):
+            report.deliveries_failed_or_skipped += 1
+            if not delivery.error:
+                problems.append(f"delivery {delivery.key} {delivery.status} without a reason")
+            reasons[f"delivery {delivery.status}: {delivery.error}"] += 1
+        else:
+            problems.append(f"delivery {delivery.key} left {delivery.status}")
+    report.posts = sum(len(tokens) for tokens in fake.posters.values())
+    for key, tokens in fake.posters.items():
+        if len(tokens) > 1:
+            report.duplicates += 1
+            problems.append(f"posted {len(tokens)} times: {key} (by {', '.join(tokens)})")
+        found_delivery = by_name.get(key)
+        if found_delivery is None or found_delivery.status != "sent":
+            problems.append(f"posted but not recorded as sent: {key}")
+    report.unexplained_misses = len(problems) - report.duplicates
+    report.reasons = dict(reasons)
+    kills = run.workers.kills
+    report.kills = len(kills)
+    report.kill_log = kills
+    report.lease_moves_at = run.lease_moves_at
+    report.kills_by_mode = dict(Counter(k.mode for k in kills))
+    report.lease_takeovers = run.lease_moves
+    report.steps = run.steps
+    report.people_actions = run.actions
+    if report.kills < run.mode.kills * 5 // 6:
+        problems.append(f"only {report.kills} kills (at least {run.mode.kills * 5 // 6} promised)")
+    if report.recovered_by_find_sent == 0:
+        problems.append("no kill landed between a post and its record: the find_sent path was not exercised")
+
+
+# --- setting up ------------------------------------------------------------------------------------
+
+
+async def create_database() -> tuple[str, str]:
+    name = f"cadence_chaos_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+    return name, ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_database(name: str) -> None:
+    admin = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+async def seed(db: Database, clock: ManualClock, specs: list[EngagementFile]) -> list[Engagement]:
+    router = build_router()
+    engagements = []
+    for spec in specs:
+        await apply_engagement(db, spec, now=clock.now())
+        async with db.session() as session:
+            engagement = await engagement_repo.get_engagement(session, spec.engagement.slug)
+        assert engagement is not None
+        engagements.append(engagement)
+        for key, line in SEED_DEALS:
+            async with db.session() as session:
+                person = await engagement_repo.person_by_key(session, engagement.id, key)
+            ctx = Context(db, clock, engagement, person, "chaos", key)
+            [reply, *_] = await router.handle_text(ctx, "/deal new " + line.format(co=engagement.company))
+            if not reply.text.startswith("Created"):
+                raise RuntimeError(f"seeding {engagement.slug}: {reply.text}")
+    return engagements
+
+
+async def expected_dues(db: Database, engine: Engine, start: datetime, end: datetime) -> list[tuple[int, Due]]:
+    found = []
+    async with db.session() as session:
+        for engagement in await engagement_repo.list_engagements(session):
+            facts = await load_facts(session, engagement)
+            found += [(engagement.id, d) for d in engine.dues(facts, start, end)]
+    return found
+
+
+async def main_async(mode: Mode, seed_value: int, out: Path, keep: bool) -> Report:
+    started = time.monotonic()
+    random.seed(seed_value)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name, url = await create_database()
+    db = Database(url, pool_size=5)
+    clock = ManualClock(mode.start)
+    base = load_engagement_file(SMALL)
+    specs = [engagement_spec(base, place) for place in PLACES]
+    users, channels = slack_workspace(specs)
+    report = Report(
+        mode=mode.name,
+        window=f"{mode.start:%Y-%m-%d %H:%M} → {mode.end:%Y-%m-%d %H:%M} UTC",
+        dst_changes=dst_changes(mode.start, mode.end),
+        engagements=len(specs),
+    )
+    with (RESULTS / "chaos-workers.log").open("w") as log:
+        try:
+            await db.upgrade()
+            await create_clock_table(db, mode.start)
+            engagements = await seed(db, clock, specs)
+            engine = Engine(db, clock, all_rituals(), lambda _e: _no_port(), worker="chaos-harness")
+            async with ChaosSlack(users, channels) as fake:
+                workers = Workers(url, fake, log, clock)
+                fake.workers = workers
+                run = Run(mode, db, engine, clock, workers)
+                run.rng.seed(seed_value)
+                run.expected = await expected_dues(db, engine, mode.start, mode.end + timedelta(days=1))
+                run.missing = {(e, d.ritual, d.period) for e, d in run.expected}
+                try:
+                    for slot in range(1, WORKERS + 1):
+                        await workers.start(slot)
+                    await workers.wait_ready()
+                    await run.execute(PeopleAtWork(db, clock, engagements))
+                finally:
+                    await workers.stop()
+                await verify(run, fake, report)
+        finally:
+            await db.dispose()
+            if not keep:
+                await drop_database(name)
+    report.wall_seconds = time.monotonic() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
+    return report
+
+
+def _no_port() -> Any:
+    raise RuntimeError("the harness never sends: its engine only computes due times")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Crash-safety run: two processes, SIGKILLs, exactly-once.")
+    parser.add_argument("--quick", action="store_true", help="the CI run: two weeks, at least 10 kills")
+    parser.add_argument("--seed", type=int, default=20261025)
+    parser.add_argument("--out", type=Path, default=RESULTS / "chaos.json")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards, to inspect it")
+    args = parser.parse_args()
+    report = asyncio.run(main_async(QUICK if args.quick else FULL, args.seed, args.out, args.keep))
+    print(report.table())
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
