@@ -440,14 +440,19 @@ class Run:
             state = await read_state(self.db, now)
             candidates = [t for t in (nxt, state.next_not_before, self.mode.end) if t is not None and t > now]
             when = min(candidates)
+            t0 = time.monotonic()
             if self.mode.kills > len(self.workers.kills):
                 await self.workers.wait_ready()
+            t1 = time.monotonic()
             await self.move_to(when)
             self.steps += 1
             self.maybe_kill(len([t for t in instants if t > when]) + 1)
             if self.rng.random() < 0.35:
                 self.actions += await people.act(self.rng)
+            t2 = time.monotonic()
             await self.settle()
+            t3 = time.monotonic()
+            print(f"step {when:%m-%d %H:%M} ready {t1-t0:.2f} act {t2-t1:.2f} settle {t3-t2:.2f}", file=sys.stderr)
         await self.drain()
 
     async def drain(self) -> None:

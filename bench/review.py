@@ -37,12 +37,12 @@ from common import (
     analyze,
     apply_yaml,
     bulk_insert,
-    bulk_insert_returning_ids,
     clone_engagement,
     engagement_yaml,
+    fast_insert,
     fresh_database,
     machine,
-    ms,
+    next_ids,
     postgres_unavailable,
     print_table,
     verdict,
@@ -70,6 +70,7 @@ NOW = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
 """Monday 30 November 2026, 09:00 in Los Angeles: the review minute."""
 WEEK_KEY = "2026-W49"
 LAST_WEEK_KEY = "2026-W48"
+CENTS = Decimal("0.01")
 SNAPSHOT_TARGET_S = 0.250
 FLOOR_FACTOR = 3.0
 BATCH_TARGET_S = 60.0
@@ -92,6 +93,11 @@ QUICK = Size(
     deals=2_000, history_per_deal=20, engagements=40, batch_deals=200, batch_history_per_deal=20, repetitions=5
 )
 
+OWNER_KEY = "owner"
+"""Placeholder for the owner's key in a generated `create` row; bound to the real key per engagement."""
+VARIANTS = 8
+"""Distinct generated pipelines cycled over the many small engagements (generating 200,000 deals' lives
+one by one would take longer than the benchmark)."""
 OPEN_KEYS = ("discovery", "qualification", "solution", "proposal", "negotiation")
 CATEGORY_BY_STAGE = {
     "discovery": ("pipeline", "pipeline", "omitted"),
@@ -106,26 +112,37 @@ CATEGORY_BY_STAGE = {
 
 
 def _money(rng: random.Random) -> Decimal:
-    return Decimal(rng.randrange(5_000, 250_000, 500))
+    return Decimal(rng.randrange(5_000, 250_000, 500)).quantize(CENTS)
 
 
-def pipeline_rows(
-    engagement_id: int,
-    stages: dict[str, int],
-    owners: Sequence[tuple[int, str]],
-    count: int,
-    history_per_deal: int,
-    rng: random.Random,
-) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
-    """Deals and, per deal, its history (without `deal_id`): each deal's life is simulated event by event
-    from its creation to now — stage moves, close dates slipping or pulled in, amount changes, next
-    steps, "still accurate" confirmations, and for a third of them a win or a loss — and the deal row is
-    where that life ends, so the figures, flags and movement the review computes are consistent."""
+@dataclass(frozen=True)
+class Pipeline:
+    """One engagement's generated deals and their history, with people and stages still symbolic (an
+    owner index, a stage key) so the same pipeline can be bound to many engagements cheaply."""
+
+    deals: list[dict[str, Any]]
+    histories: list[list[dict[str, Any]]]
+
+
+def simulate_pipeline(count: int, history_per_deal: int, rng: random.Random) -> Pipeline:
+    """Deals whose life is simulated event by event from creation to now (or to their win or loss): stage
+    moves, close dates slipping or pulled in, amount changes, next steps and "still accurate"
+    confirmations. Each deal gets history in proportion to how long it has lived, `history_per_deal`
+    on average, so the history accrues at a steady rate — about one change per open deal per week, what
+    a pipeline kept up to date for a weekly review produces — and the deal row is where its life ends,
+    so the figures, flags and movement the review computes are consistent with the history."""
+    lives = []
+    for _ in range(count):
+        created = NOW - timedelta(seconds=rng.randrange(2 * 86_400, 365 * 86_400))
+        outcome = rng.choices(("open", "won", "lost"), weights=(65, 20, 15))[0]
+        end = NOW if outcome == "open" else created + (NOW - created) * rng.uniform(0.2, 1.0)
+        lives.append((created, end, outcome))
+    total = sum((end - created).total_seconds() for created, end, _ in lives)
     deals: list[dict[str, Any]] = []
     histories: list[list[dict[str, Any]]] = []
-    for n in range(count):
-        owner_id, owner_key = owners[n % len(owners)]
-        created = NOW - timedelta(seconds=rng.randrange(86_400, 400 * 86_400))
+    for n, (created, end, outcome) in enumerate(lives):
+        events = max(2, round(count * history_per_deal * (end - created).total_seconds() / total))
+        owner = n
         stage = rng.choice((0, 0, 1))
         amount: Decimal | None = _money(rng) if rng.random() > 0.02 else None
         close = (created + timedelta(days=rng.randrange(30, 200))).date()
@@ -134,11 +151,12 @@ def pipeline_rows(
         name = f"Deal {n:06d} · Account {n % 997}"
         values = {"name": name, "amount": amount, "close_date": close, "forecast_category": category}
         create = {k: [None, _json(v)] for k, v in values.items() if v is not None}
-        create |= {"stage": [None, OPEN_KEYS[stage]], "owner": [None, owner_key]}
-        history = [_history(engagement_id, owner_id, created, "create", create)]
-        span = (NOW - created).total_seconds()
-        times = sorted(created + timedelta(seconds=rng.random() * span) for _ in range(history_per_deal - 1))
-        outcome = rng.choices(("open", "won", "lost"), weights=(65, 20, 15))[0]
+        create |= {"stage": [None, OPEN_KEYS[stage]], "owner": [None, OWNER_KEY]}
+        history = [_history(owner, created, "create", create)]
+        span = (end - created).total_seconds()
+        times = sorted(created + timedelta(seconds=rng.random() * span) for _ in range(events - 2))
+        times.append(end if outcome != "open" else created + timedelta(seconds=rng.random() * span))
+        times.sort()
         slips = 0
         stage_changed = touched = created
         closed_on: date | None = None
@@ -150,7 +168,7 @@ def pipeline_rows(
                 if close > at.date():
                     changes["close_date"] = [close.isoformat(), at.date().isoformat()]
                     close = at.date()
-                history.append(_history(engagement_id, owner_id, at, outcome, changes))
+                history.append(_history(owner, at, outcome, changes))
                 stage_changed, closed_on = at, at.date()
                 continue
             roll = rng.random()
@@ -176,19 +194,18 @@ def pipeline_rows(
                 changes = {"next_step": [next_step, step]}
                 next_step = step
             else:
-                history.append(_history(engagement_id, owner_id, at, "confirm", {}, note="Still accurate"))
+                history.append(_history(owner, at, "confirm", {}, note="Still accurate"))
                 continue
-            history.append(_history(engagement_id, owner_id, at, "update", changes))
+            history.append(_history(owner, at, "update", changes))
         is_open = outcome == "open"
         stage_key = OPEN_KEYS[stage] if is_open else ("closed_won" if outcome == "won" else "closed_lost")
         deals.append(
             {
-                "engagement_id": engagement_id,
                 "crm_id": None,
                 "name": name,
                 "account": f"Account {n % 997}",
-                "owner_id": owner_id,
-                "stage_id": stages[stage_key],
+                "owner_id": owner,
+                "stage_id": stage_key,
                 "is_open": is_open,
                 "amount": amount,
                 "currency": "USD",
@@ -212,7 +229,7 @@ def pipeline_rows(
             }
         )
         histories.append(history)
-    return deals, histories
+    return Pipeline(deals, histories)
 
 
 def _json(value: Any) -> Any:
@@ -223,12 +240,9 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _history(
-    engagement_id: int, actor_id: int, at: datetime, kind: str, changes: dict[str, Any], note: str | None = None
-) -> dict[str, Any]:
+def _history(actor: int, at: datetime, kind: str, changes: dict[str, Any], note: str | None = None) -> dict[str, Any]:
     return {
-        "engagement_id": engagement_id,
-        "actor_id": actor_id,
+        "actor_id": actor,
         "at": at,
         "channel": "slack",
         "kind": kind,
@@ -238,10 +252,10 @@ def _history(
 
 
 async def populate(db: Database, engagement_ids: Sequence[int], deals: int, history_per_deal: int, seed: int) -> int:
-    """Give each engagement its pipeline, last week's review, twelve weekly snapshots, a forecast call
-    and open action items. Returns the number of history rows written."""
+    """Give each engagement a pipeline, last week's review, twelve weekly snapshots, a forecast call and
+    open action items. Returns the number of history rows written."""
     rng = random.Random(seed)
-    written = 0
+    variants = [simulate_pipeline(deals, history_per_deal, rng) for _ in range(min(VARIANTS, len(engagement_ids)))]
     async with db.engine.begin() as conn:
         stage_rows = (await conn.execute(select(Stage.engagement_id, Stage.key, Stage.id))).all()
         person_rows = (await conn.execute(select(Person.engagement_id, Person.id, Person.key, Person.role))).all()
@@ -250,34 +264,53 @@ async def populate(db: Database, engagement_ids: Sequence[int], deals: int, hist
         stages.setdefault(engagement_id, {})[key] = stage_id
     reps: dict[int, list[tuple[int, str]]] = {}
     cro: dict[int, int] = {}
-    for engagement_id, person_id, key, role in person_rows:
+    for engagement_id, person_id, key, role in sorted(person_rows):
         if role == "rep":
             reps.setdefault(engagement_id, []).append((person_id, key))
         elif role == "cro":
             cro[engagement_id] = person_id
-    # Chunks of engagements per transaction: bounded memory, and PostgreSQL's executemany stays fast.
-    per_batch = max(1, 50_000 // max(1, deals))
+    written = 0
+    per_batch = max(1, 100_000 // max(1, deals))  # engagements per transaction: bounded memory
     for start in range(0, len(engagement_ids), per_batch):
+        batch = engagement_ids[start : start + per_batch]
+        deal_rows: list[dict[str, Any]] = []
+        history_rows: list[dict[str, Any]] = []
+        extras: dict[Any, list[dict[str, Any]]] = {t: [] for t in EXTRA_TABLES}
         async with db.engine.begin() as conn:
-            for engagement_id in engagement_ids[start : start + per_batch]:
-                owners = sorted(reps[engagement_id])
-                deal_rows, histories = pipeline_rows(
-                    engagement_id, stages[engagement_id], owners, deals, history_per_deal, rng
-                )
-                deal_ids = await bulk_insert_returning_ids(conn, Deal.__table__, deal_rows)
-                history_rows = [
-                    row | {"deal_id": deal_id}
-                    for deal_id, rows in zip(deal_ids, histories, strict=True)
-                    for row in rows
-                ]
-                await bulk_insert(conn, DealHistory.__table__, history_rows)
-                written += len(history_rows)
-                await bulk_insert(conn, ActionItem.__table__, _actions(engagement_id, deal_ids, owners, rng))
-                await bulk_insert(conn, Occurrence.__table__, [_last_review(engagement_id, cro[engagement_id])])
-                await bulk_insert(conn, PipelineSnapshot.__table__, _snapshots(engagement_id, rng))
-                await bulk_insert(conn, ForecastCall.__table__, [_call(engagement_id, cro[engagement_id])])
+            deal_ids = iter(await next_ids(conn, Deal.__table__, len(batch) * deals))
+            for n, engagement_id in enumerate(batch):
+                pipeline = variants[(start + n) % len(variants)]
+                owners = reps[engagement_id]
+                stage_ids = stages[engagement_id]
+                ids = []
+                for deal, history in zip(pipeline.deals, pipeline.histories, strict=True):
+                    deal_id = next(deal_ids)
+                    ids.append(deal_id)
+                    owner_id, owner_key = owners[deal["owner_id"] % len(owners)]
+                    deal_rows.append(
+                        deal
+                        | {"id": deal_id, "engagement_id": engagement_id, "owner_id": owner_id,
+                           "stage_id": stage_ids[deal["stage_id"]]}
+                    )
+                    for row in history:
+                        bound = row | {"engagement_id": engagement_id, "deal_id": deal_id, "actor_id": owner_id}
+                        if row["kind"] == "create":
+                            bound["changes"] = row["changes"] | {"owner": [None, owner_key]}
+                        history_rows.append(bound)
+                extras[ActionItem.__table__] += _actions(engagement_id, ids, owners, rng)
+                extras[Occurrence.__table__].append(_last_review(engagement_id, cro[engagement_id]))
+                extras[PipelineSnapshot.__table__] += _snapshots(engagement_id, rng)
+                extras[ForecastCall.__table__].append(_call(engagement_id, cro[engagement_id]))
+            await fast_insert(conn, Deal.__table__, deal_rows)
+            await fast_insert(conn, DealHistory.__table__, history_rows)
+            for table, rows in extras.items():
+                await bulk_insert(conn, table, rows)
+        written += len(history_rows)
     await analyze(db)
     return written
+
+
+EXTRA_TABLES = (ActionItem.__table__, Occurrence.__table__, PipelineSnapshot.__table__, ForecastCall.__table__)
 
 
 def _actions(

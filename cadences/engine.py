@@ -46,6 +46,7 @@ LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 6
 MAX_PLAN_ERRORS = 3
 MISSED = "missed_notice"
+UNREACHABLE = "unreachable_notice"
 
 PortFor = Callable[[Engagement], ChatPort]
 
@@ -236,6 +237,29 @@ class Engine:
         if occ_id is not None:
             await self.plan(occ_id, now)
 
+    async def _unreachable_notice(
+        self, engagement: Engagement, delivery: Delivery, target: Target, reason: str, now: datetime
+    ) -> None:
+        """Tell the CRO who could not be reached, at most once a week per recipient, so a broken address is
+        fixed rather than silently dropping every ritual for that person."""
+        if delivery.purpose == UNREACHABLE:
+            return
+        async with self.db.session() as session:
+            facts = await load_facts(session, engagement)
+        if facts.cro is None or (target.kind == "person" and target.person_id == facts.cro.id):
+            return
+        week = now.astimezone(facts.tz).strftime("%G-W%V")
+        due = Due(
+            ritual=UNREACHABLE,
+            period=f"{delivery.recipient}/{week}",
+            due_at=now,
+            grace=timedelta(days=1),
+            detail={"who": target.describe(), "reason": reason},
+        )
+        occ_id = await self._insert(facts, due, now)
+        if occ_id is not None:
+            await self.plan(occ_id, now)
+
     # --- planning ---------------------------------------------------------------------------------
 
     async def plan(self, occurrence_id: int, now: datetime) -> bool:
@@ -287,6 +311,15 @@ class Engine:
                 "skipped: " + "; ".join(lines) + "."
             )
             return [Outgoing(Recipient.person(cro.id), "missed", Message(text=text, blocks=[Paragraph(text=text)]))]
+        if run.occurrence.ritual == UNREACHABLE:
+            cro = run.facts.cro
+            assert cro is not None
+            detail = run.occurrence.detail
+            text = (
+                f"I could not deliver a message ({detail['who']}): {detail['reason']}. Until that is fixed, "
+                "their nudges and reminders do not reach them."
+            )
+            return [Outgoing(Recipient.person(cro.id), UNREACHABLE, Message(text=text, blocks=[Paragraph(text=text)]))]
         return await self.rituals[run.occurrence.ritual].plan(run)
 
     async def _plan_failed(self, occurrence_id: int) -> None:
@@ -396,6 +429,7 @@ class Engine:
         except DeliveryFailed as exc:
             if exc.permanent or delivery.attempts >= MAX_ATTEMPTS:
                 await self._finish(delivery, status="failed", error=exc.reason)
+                await self._unreachable_notice(engagement, delivery, target, exc.reason, now)
                 return False
             backoff = timedelta(seconds=exc.retry_after or min(300, 5 * 2**delivery.attempts))
             await self._finish(delivery, status="pending", error=exc.reason, not_before=now + backoff)

@@ -39,3 +39,15 @@ def test_storage_knows_nothing_of_cadences() -> None:
 def test_only_the_scheduler_imports_apscheduler() -> None:
     users = [p for p in ROOT.glob("*/**/*.py") if ".venv" not in p.parts and "apscheduler" in _imports(p)]
     assert all(p == SCHEDULER_OWNER for p in users), users
+
+
+def test_only_bot_teams_imports_the_bot_framework() -> None:
+    """Microsoft archived the Bot Framework Python SDK: a move to its successor must touch only bot/teams/."""
+    framework = {"botbuilder", "botframework", "msrest"}
+    users = [
+        p
+        for package in ("bot", "cadences", "storage")
+        for p in (ROOT / package).rglob("*.py")
+        if _imports(p) & framework
+    ]
+    assert users and all((ROOT / "bot" / "teams") in p.parents for p in users), users

@@ -149,6 +149,15 @@ async def test_transient_failures_retry_after_retry_after_and_permanent_ones_sto
         statuses = sorted((await session.execute(select(Delivery.purpose, Delivery.status))).all())
     assert ("post", "sent") in statuses and ("thread", "sent") in statuses
     assert [s for s in statuses if s[1] == "failed"] == [("dm", "failed")]
+    [notice] = [s for s in port.sent if s.target.person_name == "Dana Whitfield"]
+    assert "could not deliver" in notice.message.text and "channel_not_found" in notice.message.text
+    port.fail_next = [
+        DeliveryFailed("rate limited", permanent=False, retry_after=30),
+        DeliveryFailed("channel_not_found", permanent=True),
+    ]
+    world.clock.advance(timedelta(days=1))
+    await engine.tick()  # the same person unreachable again this week: no second notice
+    assert len([s for s in port.sent if s.target.person_name == "Dana Whitfield"]) == 1
 
 
 async def test_downtime_within_grace_runs_late_once_and_beyond_grace_is_skipped_with_one_line(rig: Any) -> None:

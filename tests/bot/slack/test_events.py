@@ -45,6 +45,15 @@ async def _notes(slack: SlackDriver) -> list[str | None]:
         return list(rows.scalars())
 
 
+async def test_a_reply_in_a_flagged_deals_own_thread_becomes_a_note_on_it(slack: SlackDriver) -> None:
+    await _review_ts(slack)
+    [deal_post] = [p for p in slack.fake.posts("C0REVIEW")[1:] if "Acme" in words(p.blocks)]
+    response = await slack.event(reply_event(deal_post.ts, "Legal review starts Monday", event_id="Ev0REPLY09"))
+    assert response.status == 200
+    await slack.settle()
+    assert await _notes(slack) == ["Legal review starts Monday"]
+
+
 async def test_a_reply_naming_its_deal_in_the_review_thread_becomes_a_note(slack: SlackDriver) -> None:
     ts = await _review_ts(slack)
     response = await slack.event(reply_event(ts, "Acme: Champion moved to the CFO office &amp; wants a call"))
