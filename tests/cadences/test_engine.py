@@ -74,7 +74,7 @@ async def test_the_same_firing_twice_is_one_occurrence_and_one_delivery_each(rig
 async def test_two_engines_racing_on_the_same_tick_send_once(rig: Any) -> None:
     import asyncio
 
-    world, engine, port = rig
+    world, _engine, port = rig
     world.clock.set(at("2026-11-25", 9))
     engines = [Engine(world.db, world.clock, [Standup()], lambda _e: port, worker=f"w{i}") for i in range(3)]
     await asyncio.gather(*(e.tick() for e in engines))
