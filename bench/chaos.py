@@ -420,17 +420,16 @@ class Run:
         self.missing -= existing
         return bool(due_now - existing)
 
-    def maybe_kill(self, remaining_steps: int) -> None:
+    def kill_now(self, remaining_steps: int) -> str | None:
+        """Whether this step kills a worker, and how: spread so the promised number of kills lands
+        over the run's due times (None: no kill, or a post trap is still waiting to fire)."""
         left = self.mode.kills - len(self.workers.kills)
         if left <= 0 or self.workers.fake.trap is not None:
-            return
+            return None
         if self.rng.random() >= min(0.9, 1.5 * left / max(1, remaining_steps)):
-            return
+            return None
         roll = self.rng.random()
-        if roll < 0.5:
-            self.workers.kill_later(self.rng.uniform(0, TIMER_KILL_MAX_SECONDS))
-        else:
-            self.workers.fake.trap = "before reply" if roll < 0.75 else "after reply"
+        return "timer" if roll < 0.5 else "before reply" if roll < 0.75 else "after reply"
 
     async def execute(self, people: PeopleAtWork) -> None:
         instants = sorted({d.due_at for _, d in self.expected if d.due_at <= self.mode.end})
@@ -441,18 +440,24 @@ class Run:
             candidates = [t for t in (nxt, state.next_not_before, self.mode.end) if t is not None and t > now]
             when = min(candidates)
             t0 = time.monotonic()
-            if self.mode.kills > len(self.workers.kills):
-                await self.workers.wait_ready()
+            kill = self.kill_now(len([t for t in instants if t >= when]))
+            if kill is not None:
+                await self.workers.wait_ready()  # never kill the only process left
             t1 = time.monotonic()
             await self.move_to(when)
             self.steps += 1
-            self.maybe_kill(len([t for t in instants if t > when]) + 1)
+            if kill == "timer":
+                self.workers.kill_later(self.rng.uniform(0, TIMER_KILL_MAX_SECONDS))
+            elif kill is not None:
+                self.workers.fake.trap = kill
             if self.rng.random() < 0.35:
                 self.actions += await people.act(self.rng)
             t2 = time.monotonic()
             await self.settle()
             t3 = time.monotonic()
-            print(f"step {when:%m-%d %H:%M} ready {t1-t0:.2f} act {t2-t1:.2f} settle {t3-t2:.2f}", file=sys.stderr)
+            print(
+                f"step {when:%m-%d %H:%M} ready {t1 - t0:.2f} act {t2 - t1:.2f} settle {t3 - t2:.2f}", file=sys.stderr
+            )
         await self.drain()
 
     async def drain(self) -> None:

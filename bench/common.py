@@ -295,7 +295,9 @@ async def fast_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[s
             await driver.copy_records_to_table(table.name, records=records, columns=names)
         return
     quote = dialect.identifier_preparer.quote
-    sql = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES ({', '.join('?' * len(names))})"
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES ({', '.join('?' * len(names))})"
+    )
     for start in range(0, len(rows), CHUNK * 10):
         await conn.exec_driver_sql(sql, [convert(r) for r in rows[start : start + CHUNK * 10]])
 

@@ -289,8 +289,12 @@ async def populate(db: Database, engagement_ids: Sequence[int], deals: int, hist
                     owner_id, owner_key = owners[deal["owner_id"] % len(owners)]
                     deal_rows.append(
                         deal
-                        | {"id": deal_id, "engagement_id": engagement_id, "owner_id": owner_id,
-                           "stage_id": stage_ids[deal["stage_id"]]}
+                        | {
+                            "id": deal_id,
+                            "engagement_id": engagement_id,
+                            "owner_id": owner_id,
+                            "stage_id": stage_ids[deal["stage_id"]],
+                        }
                     )
                     for row in history:
                         bound = row | {"engagement_id": engagement_id, "deal_id": deal_id, "actor_id": owner_id}
