@@ -1,8 +1,9 @@
 """The app factory: builds storage, clock and command router from settings; no module-level state.
 
-`cadence run` with Slack credentials adds the chat side (`start_slack`): the engine with a port per
-engagement (`ChatPorts`: Slack for an engagement linked to a workspace, the console otherwise), the
-scheduler that wakes it, and the Slack app behind the HTTP server or a Socket Mode connection.
+`cadence run` with chat credentials adds the chat side (`start_chat`): the engine with a port per
+engagement (`ChatPorts`: Slack for an engagement linked to a Slack workspace, Teams for one linked to a
+Teams tenant, the console otherwise), the scheduler that wakes it, and the Slack app and/or the Teams
+endpoint behind one HTTP server (Slack may use a Socket Mode connection instead).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from bot.slack.app import SlackDeps
     from bot.slack.pacing import Pacer
     from bot.slack.port import ChannelDirectory
+    from bot.teams.port import TeamsPort
 
 log = logging.getLogger(__name__)
 PORT_REFRESH_SECONDS = 60.0
@@ -106,7 +108,8 @@ class LinkedChannels:
 @dataclass
 class ChatPorts:
     """Which chat serves each engagement: a Slack port per linked workspace (its installation's token, or
-    SLACK_BOT_TOKEN in single-workspace mode), the console for the rest. `port_for` is what the engine
+    SLACK_BOT_TOKEN in single-workspace mode), the one Teams port for engagements linked to a Teams tenant
+    (Slack wins for an engagement linked to both), the console for the rest. `port_for` is what the engine
     calls (synchronously), so the map is rebuilt by `refresh`: at start, after a workspace is linked or
     uninstalled in this process, and every minute for changes made by other processes."""
 
@@ -114,7 +117,9 @@ class ChatPorts:
     settings: Settings
     clock: Clock
     pacer: Pacer | None = None
+    teams: TeamsPort | None = None
     _slack: dict[int, tuple[str, ChatPort]] = field(default_factory=dict)
+    _teams: set[int] = field(default_factory=set)
     _console: dict[int, ChatPort] = field(default_factory=dict)
 
     async def refresh(self) -> None:
@@ -144,30 +149,38 @@ class ChatPorts:
             )
             ports[row.engagement_id] = (token, port)
         self._slack = ports
+        if self.teams is not None:
+            async with self.db.session() as session:
+                tenants = await chat_workspaces.linked_workspaces(session, "teams")
+            self._teams = {row.engagement_id for row in tenants if row.engagement_id is not None}
 
     def port_for(self, engagement: Engagement) -> ChatPort:
         found = self._slack.get(engagement.id)
         if found is not None:
             return found[1]
+        if self.teams is not None and engagement.id in self._teams:
+            return self.teams
         if engagement.id not in self._console:
             self._console[engagement.id] = ConsolePort(self.clock.now, ZoneInfo(engagement.timezone), sys.stdout)
         return self._console[engagement.id]
 
 
-# --- serving Slack ---------------------------------------------------------------------------------
+# --- serving Slack and Teams -------------------------------------------------------------------------
 
 
 @dataclass
-class SlackService:
-    """Slack being served: the Bolt app, its dependencies, the HTTP server and the clock."""
+class ChatService:
+    """Chat being served: the engine and its ports, the Slack app (if configured), the HTTP server (Slack
+    events, the Teams endpoint, health) and the clock."""
 
-    deps: SlackDeps
-    slack: AsyncApp
+    engine: Engine
     ports: ChatPorts
     runner: web.AppRunner
     scheduler: CadenceScheduler | None
-    socket: AsyncSocketModeHandler | None
     refresher: asyncio.Task[None]
+    deps: SlackDeps | None = None
+    slack: AsyncApp | None = None
+    socket: AsyncSocketModeHandler | None = None
 
     @property
     def url(self) -> str:
@@ -181,40 +194,53 @@ class SlackService:
         if self.socket is not None:
             await self.socket.close_async()  # type: ignore[no-untyped-call]
         await self.runner.cleanup()
-        await self.deps.background.drain()
+        if self.deps is not None:
+            await self.deps.background.drain()
+        if self.ports.teams is not None:
+            await self.ports.teams.close()
 
 
-async def start_slack(
+async def start_chat(
     app: CadenceApp, *, host: str | None = None, port: int | None = None, run_scheduler: bool = True
-) -> SlackService:
-    """Serve Slack: over HTTP on `host:port` (settings by default), or over Socket Mode when
-    SLACK_APP_TOKEN is set (then the HTTP server only answers /healthz). The rituals run on the wall
-    clock unless `run_scheduler` is False (tests tick the engine themselves)."""
+) -> ChatService:
+    """Serve the configured chats on one HTTP server on `host:port` (settings by default): Slack events
+    (or a Socket Mode connection when SLACK_APP_TOKEN is set) and the Teams endpoint `/api/messages`.
+    The rituals run on the wall clock unless `run_scheduler` is False (tests tick the engine themselves)."""
     from aiohttp import web
 
-    from bot.slack.app import SlackDeps, create_slack_app
     from bot.web import create_web_app
 
     settings = app.settings
     ports = ChatPorts(app.db, settings, app.clock)
-    await ports.refresh()
     engine = Engine(app.db, app.clock, all_rituals(), ports.port_for)
-    deps = SlackDeps(app.db, app.clock, app.router, cadence=engine, on_workspace_change=ports.refresh)
-    slack = create_slack_app(deps, settings)
-    socket = None
-    if settings.slack_app_token:
-        from bot.slack.app import socket_mode
+    deps = slack = socket = None
+    if settings.has_slack:
+        from bot.slack.app import SlackDeps, create_slack_app
 
-        socket = socket_mode(slack, settings.slack_app_token)
-        await socket.connect_async()  # type: ignore[no-untyped-call]
-    runner = web.AppRunner(create_web_app(app.db, None if socket else slack))
+        deps = SlackDeps(app.db, app.clock, app.router, cadence=engine, on_workspace_change=ports.refresh)
+        slack = create_slack_app(deps, settings)
+        if settings.slack_app_token:
+            from bot.slack.app import socket_mode
+
+            socket = socket_mode(slack, settings.slack_app_token)
+            await socket.connect_async()  # type: ignore[no-untyped-call]
+    web_app = create_web_app(app.db, None if socket else slack)
+    if settings.has_teams:
+        from bot.teams.handler import TeamsDeps
+        from bot.teams.serve import add_teams_routes, teams_port
+
+        teams_deps = TeamsDeps(app.db, app.clock, app.router, settings, cadence=engine, on_link=ports.refresh)
+        add_teams_routes(web_app, teams_deps)
+        ports.teams = teams_port(teams_deps)
+    await ports.refresh()
+    runner = web.AppRunner(web_app)
     await runner.setup()
     await web.TCPSite(runner, host or settings.host, settings.port if port is None else port).start()
     scheduler = CadenceScheduler(engine) if run_scheduler else None
     if scheduler is not None:
         scheduler.start()
     refresher = asyncio.create_task(_refresh_every(ports, PORT_REFRESH_SECONDS), name="refresh chat ports")
-    return SlackService(deps, slack, ports, runner, scheduler, socket, refresher)
+    return ChatService(engine, ports, runner, scheduler, refresher, deps, slack, socket)
 
 
 async def _refresh_every(ports: ChatPorts, seconds: float) -> None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from bot.app import CadenceApp, SetupError, create_app, start_slack
+from bot.app import CadenceApp, SetupError, create_app, start_chat
 from bot.console.repl import run_console
 from bot.settings import Settings
 from cadences.engagement_file import (
@@ -111,14 +111,21 @@ async def cmd_run(app: CadenceApp, args: argparse.Namespace) -> int:
         engagement = await app.engagement(args.engagement)
         await run_console(app, engagement, args.as_name or await _default_rep(app, engagement.id), clock_running=True)
         return 0
-    if not app.settings.has_slack:
-        raise SetupError("Teams serving arrives with its issue; unset the MicrosoftApp* variables to use the console")
     try:
-        service = await start_slack(app)
+        service = await start_chat(app)
     except ValueError as exc:
         raise SetupError(str(exc)) from exc
-    how = "Socket Mode" if app.settings.slack_app_token else f"{service.url}/slack/events"
-    print(f"Cadence is serving Slack ({how}); health check at {service.url}/healthz. Ctrl-C stops it.", flush=True)
+    serving = []
+    if app.settings.has_slack:
+        serving.append(
+            "Slack (" + ("Socket Mode" if app.settings.slack_app_token else f"{service.url}/slack/events") + ")"
+        )
+    if app.settings.has_teams:
+        serving.append(f"Teams ({service.url}/api/messages)")
+    print(
+        f"Cadence is serving {' and '.join(serving)}; health check at {service.url}/healthz. Ctrl-C stops it.",
+        flush=True,
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("MicrosoftAppTenantId", "MICROSOFT_APP_TENANT_ID")
     )
     teams_app_type: str | None = Field(None, validation_alias=AliasChoices("MicrosoftAppType", "MICROSOFT_APP_TYPE"))
+    teams_emulator: bool = Field(False, validation_alias="CADENCE_TEAMS_EMULATOR")
+    """Serve /api/messages WITHOUT authentication (the Bot Framework Emulator's mode), for local development."""
 
     host: str = Field("0.0.0.0", validation_alias="HOST")
     port: int = Field(3000, validation_alias="PORT")
@@ -43,4 +45,4 @@ class Settings(BaseSettings):
 
     @property
     def has_teams(self) -> bool:
-        return bool(self.teams_app_id)
+        return bool(self.teams_app_id) or self.teams_emulator

@@ -50,6 +50,8 @@ MAX_LISTED = 50
 MAX_FLAGGED = 15
 """At most this many deals are discussed in one review (the largest first): an hour holds no more."""
 WEEK = timedelta(days=7)
+MOVES = ("stage", "close_date", "amount")
+"""The changes the movement is made of; a history row changing none of them moves nothing."""
 
 
 def short_day(d: date) -> str:
@@ -139,10 +141,35 @@ async def rollup(session: AsyncSession, engagement_id: int, start: date, end: da
         .where(_in_period(engagement_id, start, end), Deal.is_open.is_(True))
         .group_by(Deal.forecast_category)
     )
+    return _rollup_of([(c, a, w) for c, a, w in (await session.execute(stmt)).all()])
+
+
+async def _rollup_and_won(session: AsyncSession, engagement_id: int, start: date, end: date) -> tuple[Rollup, Decimal]:
+    """`rollup` and `closed_won` from one grouped scan of the period's deals (the review needs both, and
+    on a large pipeline each scan is the bulk of the cost)."""
+    stmt = (
+        select(
+            Deal.is_open,
+            Stage.kind,
+            Deal.forecast_category,
+            func.sum(Deal.amount),
+            type_coerce(func.sum(Deal.amount * Stage.probability_pct), Money()),
+        )
+        .join(Stage, Stage.id == Deal.stage_id)
+        .where(_in_period(engagement_id, start, end))
+        .group_by(Deal.is_open, Stage.kind, Deal.forecast_category)
+    )
+    rows = (await session.execute(stmt)).all()
+    won = sum((_amount(amount) for _, kind, _, amount, _ in rows if kind == StageKind.WON.value), ZERO)
+    return _rollup_of([(c, a, w) for is_open, _, c, a, w in rows if is_open]), won
+
+
+def _rollup_of(rows: Sequence[tuple[str, Any, Any]]) -> Rollup:
+    """A roll-up from (forecast category, SUM(amount), SUM(cents × percent)) rows of open deals."""
     by_category: dict[str, Decimal] = {}
     weighted = ZERO
-    for category, amount, cents_pct in (await session.execute(stmt)).all():
-        by_category[category] = _amount(amount)
+    for category, amount, cents_pct in rows:
+        by_category[category] = by_category.get(category, ZERO) + _amount(amount)
         weighted += _weighted(cents_pct)
     known = {c.value for c in ForecastCategory}
     # A category outside the four (a raw CRM value) is still open pipeline; it is shown with `pipeline`.
@@ -165,14 +192,14 @@ def quarter_of(engagement: Engagement, day: date) -> tuple[str, date, date]:
 async def quarter_numbers(session: AsyncSession, engagement: Engagement, today: date) -> QuarterNumbers:
     """Quota, closed won, open pipeline, coverage and the roll-up for the quarter containing `today`."""
     label, start, end = quarter_of(engagement, today)
-    by_category = await rollup(session, engagement.id, start, end)
+    by_category, won = await _rollup_and_won(session, engagement.id, start, end)
     settings = engagement_settings(engagement)
     return QuarterNumbers(
         label=label,
         start=start,
         end=end,
         quota=engagement.quota_per_quarter,
-        won=await closed_won(session, engagement.id, start, end),
+        won=won,
         open_pipeline=by_category.commit + by_category.best_case + by_category.pipeline + by_category.omitted,
         coverage_target=Decimal(str(settings.coverage_target)),
         rollup=by_category,
@@ -216,6 +243,9 @@ class DateMove:
     moves: int
     slip_count: int
     slipped_out: bool = False
+    amount: Decimal | None = field(default=None, compare=False)
+    """The deal's amount and whether it is open now: what ranks it among the deals the review discusses."""
+    is_open: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)
@@ -274,6 +304,7 @@ class _Trail:
     owner: str
     amount: Decimal | None
     slip_count: int
+    is_open: bool
     created: Decimal | None = None
     is_new: bool = False
     stage: list[str | None] = field(default_factory=list)  # [first before, last after]
@@ -332,15 +363,29 @@ async def movement(session: AsyncSession, engagement_id: int, since: datetime, u
             Person.name,
             Deal.amount,
             Deal.slip_count,
+            Deal.is_open,
         )
         .join(Deal, Deal.id == DealHistory.deal_id)
         .join(Person, Person.id == Deal.owner_id)
-        .where(DealHistory.engagement_id == engagement_id, DealHistory.at >= since, DealHistory.at < until)
+        .where(
+            DealHistory.engagement_id == engagement_id,
+            DealHistory.at >= since,
+            DealHistory.at < until,
+            # Only rows that `_fold` reads: creations and changes of stage, close date or amount. A busy
+            # week is mostly confirmations and next steps, which are not even sent back from the database.
+            DealHistory.kind.not_in(("confirm", "note")),
+            or_(
+                DealHistory.kind == "create",
+                *(DealHistory.changes[key].as_string().is_not(None) for key in MOVES),
+            ),
+        )
         .order_by(DealHistory.at, DealHistory.id)
     )
     trails: dict[int, _Trail] = {}
-    for deal_id, kind, changes, name, owner, amount, slips in rows.all():
-        trail = trails.setdefault(deal_id, _Trail(name, owner, amount, slips))
+    for deal_id, kind, changes, name, owner, amount, slips, is_open in rows.all():
+        trail = trails.get(deal_id)
+        if trail is None:
+            trail = trails[deal_id] = _Trail(name, owner, amount, slips, is_open)
         _fold(trail, kind, changes or {}, closed_keys)
     result = Movement(since=since, until=until)
     for deal_id, t in trails.items():
@@ -359,7 +404,16 @@ async def movement(session: AsyncSession, engagement_id: int, since: datetime, u
             later = t.close[1] > t.close[0]
             out = later and t.close[0] <= quarter_end < t.close[1]
             move_d = DateMove(
-                deal_id, t.deal, t.owner, t.close[0], t.close[1], t.later if later else t.earlier, t.slip_count, out
+                deal_id,
+                t.deal,
+                t.owner,
+                t.close[0],
+                t.close[1],
+                t.later if later else t.earlier,
+                t.slip_count,
+                out,
+                amount=t.amount,
+                is_open=t.is_open,
             )
             (result.slipped if later else result.pulled_in).append(move_d)
         if t.money and t.money[0] != t.money[1]:
@@ -495,25 +549,52 @@ async def attention(
     return found
 
 
+def _largest_open(moves: Sequence[DateMove], limit: int) -> list[int]:
+    """Ids of the open deals among `moves` that could rank in the first `limit` by amount (no amount
+    last): the first `limit`, and any tied with the last of them, since the database breaks ties by name
+    in its own collation."""
+    ranked = sorted(((m.amount is None, -(m.amount or ZERO)), m.deal_id) for m in moves if m.is_open)
+    if len(ranked) <= limit:
+        return [deal_id for _, deal_id in ranked]
+    cut = ranked[limit - 1][0]
+    return [deal_id for key, deal_id in ranked if key <= cut]
+
+
 async def flagged_for_review(
-    session: AsyncSession, facts: EngagementFacts, today: date, now: datetime, *, since: datetime | None = None
+    session: AsyncSession,
+    facts: EngagementFacts,
+    today: date,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    moved: Movement | None = None,
 ) -> list[Flag]:
     """The deals the review discusses, largest first, at most `MAX_FLAGGED`.
 
     A deal is flagged when it slipped since the last review (`since`, default a week ago) or has slipped
     twice or more in all; when its stage has not changed for `stalled_days`; when it is large
-    (`large_deal_amount`+) and in a late stage; or when it has open action items."""
+    (`large_deal_amount`+) and in a late stage; or when it has open action items. `moved` is the
+    movement over [since, now) when the caller already has it (the review does), so it is read once."""
     settings = facts.settings.pipeline_review
     since = since or now - WEEK
     stages = await engagement_repo.stages(session, facts.id)
     by_id = {s.id: s for s in stages}
     late = stage_ids(stages, settings.late_stages, slice(-2, None))
-    slipped = {m.deal_id: m for m in (await movement(session, facts.id, since, now)).slipped}
+    if moved is None:
+        moved = await movement(session, facts.id, since, now)
+    slipped = {m.deal_id: m for m in moved.slipped}
+    # Only the largest slipped deals can make the list, so only they go into the query: a busy week
+    # slips thousands, and an IN list that long costs more than the rest of the query.
+    slipped_candidates = _largest_open(moved.slipped, MAX_FLAGGED)
     stalled_before = now - timedelta(days=settings.stalled_days)
-    has_actions = select(ActionItem.id).where(ActionItem.deal_id == Deal.id, ActionItem.status == "open").exists()
+    has_actions = Deal.id.in_(
+        select(ActionItem.deal_id).where(
+            ActionItem.engagement_id == facts.id, ActionItem.status == "open", ActionItem.deal_id.is_not(None)
+        )
+    )
     flagged = or_(
         Deal.slip_count >= 2,
-        Deal.id.in_(list(slipped)) if slipped else false(),
+        Deal.id.in_(slipped_candidates) if slipped_candidates else false(),
         Deal.stage_changed_at < stalled_before,
         and_(Deal.amount >= settings.large_deal_amount, Deal.stage_id.in_(late)),
         has_actions,

@@ -198,17 +198,18 @@ async def gather(
     session: AsyncSession, facts: EngagementFacts, today: date, now: datetime, since: datetime, host: PersonFacts | None
 ) -> ReviewFigures:
     numbers = await quarter_numbers(session, facts.engagement, today)
+    moved = await movement(session, facts.id, since, now)
     return ReviewFigures(
         today=today,
         now=now,
         since=since,
         numbers=numbers,
-        movement=await movement(session, facts.id, since, now),
+        movement=moved,
         hygiene=await hygiene(session, facts.id, since, today),
         forecast=await latest_call(session, facts.id, numbers.label),
         forecast_owner=await current_host(session, facts, "forecast"),
         actions=await open_action_items(session, facts.id, limit=MAX_ACTIONS_SHOWN + 1),
-        flagged=await flagged_for_review(session, facts, today, now, since=since),
+        flagged=await flagged_for_review(session, facts, today, now, since=since, moved=moved),
         host=host,
     )
 

@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from bot.app import CadenceApp, SlackService, start_slack
+from bot.app import CadenceApp, ChatService, start_chat
 from bot.settings import Settings
 from support.fake_slack import FakeSlack
 
@@ -121,7 +121,7 @@ class Response:
 class SlackDriver:
     """The served app and the means to send it Slack's requests."""
 
-    service: SlackService
+    service: ChatService
     fake: FakeSlack
     sink: ResponseSink
     world: Any
@@ -134,6 +134,7 @@ class SlackDriver:
 
     async def settle(self) -> None:
         """Wait for the work the listeners started after their acks."""
+        assert self.service.deps is not None
         await self.service.deps.background.drain()
 
     async def post(
@@ -236,7 +237,7 @@ async def serve_slack(world: Any, fake: FakeSlack, **settings: Any) -> AsyncIter
     defaults = {"slack_bot_token": fake.token, "slack_signing_secret": SIGNING_SECRET, "slack_api_url": fake.api_url}
     config = Settings(**{**defaults, "database_url": world.db.url, **settings})
     app = CadenceApp(settings=config, db=world.db, clock=world.clock, router=world.router)
-    service = await start_slack(app, host="127.0.0.1", port=0, run_scheduler=False)
+    service = await start_chat(app, host="127.0.0.1", port=0, run_scheduler=False)
     try:
         async with aiohttp.ClientSession() as http:
             yield SlackDriver(service, fake, sink, world, http)

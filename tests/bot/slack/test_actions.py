@@ -43,7 +43,7 @@ def find_button(message: dict[str, Any], base: str) -> tuple[str, dict[str, Any]
 
 async def _nudge(slack: SlackDriver) -> dict[str, Any]:
     slack.world.clock.set(NUDGE_AT)
-    await slack.service.deps.cadence.tick()
+    await slack.service.engine.tick()
     [dm] = [m for m in slack.fake.posts("D0JORDAN") if "Before the pipeline review" in words(m.blocks)]
     return as_received(dm)
 
