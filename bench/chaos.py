@@ -26,10 +26,20 @@ pending or sending) and checks the database against the fake's record:
 It exits non-zero on any duplicate or unexplained miss, on fewer kills than promised, or when no kill
 landed between a post and its record (the case this run exists to prove).
 
+The honest limit. Posting to Slack and recording it in the database cannot be one transaction, so a
+process can die after Slack took a post and before the row says "sent". Such a claim is taken over when
+its lease runs out, and the new holder first asks Slack (`find_sent`: the recent history of the
+conversation, where every post carries its delivery key in message metadata) — the run counts these as
+"recovered by find_sent" and requires at least one. What that recovery cannot restore are a message's
+follow-up parts sent after its first post (the digest's chart upload, overflow replies): they are
+counted as "lost a follow-up part", not as misses, because the delivery itself did go out once. A
+platform that cannot be asked at all would send such a message twice (tests/cadences/test_engine.py).
+
     .venv/bin/python bench/chaos.py            # full: >= 50 kills, a month and a few days
     .venv/bin/python bench/chaos.py --quick    # CI: >= 10 kills, two weeks across two DST changes
 """
 
+# ruff: noqa: E402  (the test support directory joins the path before the imports that need it)
 from __future__ import annotations
 
 import argparse
@@ -50,29 +60,30 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import aliased
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the fake Slack lives with the test support code
 
-from _worker import READY, create_clock_table, set_clock  # noqa: E402
+from _worker import create_clock_table, set_clock
 
-from bot.slack.port import EVENT_TYPE  # noqa: E402
-from cadences.catalog import build_router  # noqa: E402
-from cadences.clock import ManualClock  # noqa: E402
-from cadences.context import Context  # noqa: E402
-from cadences.engagement_file import EngagementFile, apply_engagement, load_engagement_file  # noqa: E402
-from cadences.engine import LEASE, Engine  # noqa: E402
-from cadences.messages import Image, Message  # noqa: E402
-from cadences.ritual_catalog import all_rituals  # noqa: E402
-from cadences.rituals import Due, load_facts  # noqa: E402
-from cadences.scheduler import WAKEUP_HORIZON  # noqa: E402
-from storage import engagements as engagement_repo  # noqa: E402
-from storage.db import Database  # noqa: E402
-from storage.models import Deal, Delivery, Engagement, Occurrence, Person, Role  # noqa: E402
-from support.fake_slack import FakeChannel, FakeSlack, FakeUser  # noqa: E402
+from bot.slack.port import EVENT_TYPE
+from cadences.catalog import build_router
+from cadences.clock import ManualClock
+from cadences.context import Context
+from cadences.engagement_file import EngagementFile, apply_engagement, load_engagement_file
+from cadences.engine import LEASE, Engine
+from cadences.messages import Image, Message
+from cadences.pipeline_review import REVIEW
+from cadences.ritual_catalog import all_rituals
+from cadences.rituals import Due, load_facts
+from cadences.scheduler import WAKEUP_HORIZON
+from storage import engagements as engagement_repo
+from storage.db import Database
+from storage.models import Deal, Delivery, Engagement, Occurrence, Person, Role
+from support.fake_slack import FakeChannel, FakeSlack, FakeUser
 
 SMALL = ROOT / "tests" / "fixtures" / "engagement_small.yaml"
 RESULTS = ROOT / "bench" / "results"
@@ -84,6 +95,7 @@ STEP_TIMEOUT_SECONDS = 60.0
 READY_TIMEOUT_SECONDS = 60.0
 TIMER_KILL_MAX_SECONDS = 0.12
 AFTER_REPLY_MAX_SECONDS = 0.01
+DRAIN_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ class Aborted(Exception):
 
 @dataclass(frozen=True)
 class Place:
-    """One engagement of the run: its slug, zone, Slack id prefix and review channel."""
+    """One engagement of the run: slug, company, zone, and the digit in its people's Slack ids."""
 
     slug: str
     company: str
@@ -167,12 +179,13 @@ def slack_workspace(specs: Iterable[EngagementFile]) -> tuple[list[FakeUser], li
 
 
 class ChaosSlack(FakeSlack):
-    """The fake Slack Web API that also remembers which process posted each delivery key, and can kill
-    the poster the instant a post is recorded (`kill_before_reply`) or just after it is answered."""
+    """The fake Slack Web API that also remembers which process posted each delivery key (by its token)
+    and in which call, and can kill the poster the instant a post is recorded ("before reply") or just
+    after it is answered ("after reply")."""
 
     def __init__(self, users: list[FakeUser], channels: list[FakeChannel]) -> None:
         super().__init__(users=users, channels=channels)
-        self.posters: dict[str, list[str]] = {}
+        self.posters: dict[str, list[tuple[str, int]]] = {}
         self.trap: str | None = None
         self.workers: Workers | None = None
 
@@ -183,7 +196,7 @@ class ChaosSlack(FakeSlack):
         if metadata.get("event_type") != EVENT_TYPE or not key:
             return result
         token = self.calls[-1].token or "?"  # the call being answered: recorded just before this handler
-        self.posters.setdefault(str(key), []).append(token)
+        self.posters.setdefault(str(key), []).append((token, len(self.calls) - 1))
         if self.trap is not None and self.workers is not None:
             poster = self.workers.by_token(token)
             if poster is not None and self.workers.others_ready(poster):
@@ -195,16 +208,31 @@ class ChaosSlack(FakeSlack):
                     asyncio.get_running_loop().call_later(delay, self.workers.kill, poster, mode)
         return result
 
+    def follow_ups_sent(self, key: str) -> bool:
+        """Whether the process that first posted `key` went on to send its follow-up parts (an image
+        upload, an overflow reply) before its next delivery — or its death."""
+        token, index = self.posters[key][0]
+        for call in self.calls[index + 1 :]:
+            if call.token != token:
+                continue
+            if call.method == "chat.postMessage" and call.body.get("metadata"):
+                return False
+            if call.method in ("files.completeUploadExternal", "chat.postMessage"):
+                return True
+        return False
+
 
 # --- the worker processes --------------------------------------------------------------------------
 
 
 @dataclass
 class Incarnation:
+    """One worker process: a slot's current life, with its own name and Slack token."""
+
     slot: int
     name: str
     token: str
-    process: asyncio.subprocess.Process
+    pid: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     killed: bool = False
 
@@ -221,110 +249,130 @@ class Kill:
 
 
 class Workers:
-    """Two worker slots, each always running one incarnation: a killed one is restarted at once (a new
-    process, a new name and Slack token, so every post can be traced to the process that made it)."""
+    """Two worker slots, each always running one process: a killed one is replaced at once by a new
+    process with a new name and Slack token, so every post can be traced to the process that made it.
+    The processes are forked by bench/_worker.py (a fork server that has done the imports)."""
 
-    def __init__(self, database_url: str, fake: ChaosSlack, log: Any, clock: ManualClock) -> None:
+    def __init__(self, database_url: str, fake: ChaosSlack, log: Any, log_path: Path, clock: ManualClock) -> None:
         self.database_url = database_url
         self.fake = fake
         self.log = log
+        self.log_path = log_path
         self.clock = clock
         self.current: dict[int, Incarnation] = {}
-        self.dead: set[str] = set()
         self.kills: list[Kill] = []
+        self.dead: set[str] = set()
         self.mid_work = False
         self.failure: str | None = None
+        self._server: asyncio.subprocess.Process | None = None
         self._count = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, slot: int) -> None:
-        self._count += 1
-        name = f"w{slot}-{self._count}"
-        token = f"xoxb-chaos-{name}"
-        self.fake.tokens.add(token)
-        process = await asyncio.create_subprocess_exec(
+    async def open(self) -> None:
+        self._server = await asyncio.create_subprocess_exec(
             sys.executable,
             str(WORKER),
             "--database-url",
             self.database_url,
             "--slack-url",
             self.fake.api_url,
-            "--token",
-            token,
-            "--name",
-            name,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=self.log,
             cwd=ROOT,
         )
-        incarnation = Incarnation(slot, name, token, process)
+        self._spawn(self._listen())
+        for slot in range(1, WORKERS + 1):
+            await self.start(slot)
+
+    async def start(self, slot: int) -> None:
+        assert self._server is not None and self._server.stdin is not None
+        self._count += 1
+        incarnation = Incarnation(slot, f"w{slot}-{self._count}", f"xoxb-chaos-w{slot}-{self._count}")
+        self.fake.tokens.add(incarnation.token)
         self.current[slot] = incarnation
-        self._spawn(self._watch(incarnation))
+        self._server.stdin.write(f"start {incarnation.name} {incarnation.token}\n".encode())
+        await self._server.stdin.drain()
+
+    async def _listen(self) -> None:
+        assert self._server is not None and self._server.stdout is not None
+        async for raw in self._server.stdout:
+            word, name, *rest = raw.decode().split()
+            found = next((i for i in self.current.values() if i.name == name), None)
+            if word == "ready" and found is not None:
+                found.pid = int(rest[0])
+                found.ready.set()
+            elif word == "crashed":
+                self.failure = f"worker {name} died by itself: see {self.log_path}"
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch(self, incarnation: Incarnation) -> None:
-        assert incarnation.process.stdout is not None
-        line = await incarnation.process.stdout.readline()
-        if line.decode().strip() == READY:
-            incarnation.ready.set()
-        await incarnation.process.wait()
-        if not incarnation.killed:
-            self.failure = f"worker {incarnation.name} exited by itself ({incarnation.process.returncode}): see the log"
+    def running(self, incarnation: Incarnation) -> bool:
+        return incarnation.ready.is_set() and not incarnation.killed
 
     def by_token(self, token: str) -> Incarnation | None:
-        return next((i for i in self.current.values() if i.token == token and not i.killed), None)
-
-    def all_ready(self) -> bool:
-        return all(i.ready.is_set() and not i.killed for i in self.current.values())
+        return next((i for i in self.current.values() if i.token == token and self.running(i)), None)
 
     def others_ready(self, incarnation: Incarnation) -> bool:
         """Whether killing `incarnation` leaves a running process (the run never kills the last one)."""
-        return all(i.ready.is_set() and not i.killed for i in self.current.values() if i is not incarnation)
+        return all(self.running(i) for i in self.current.values() if i is not incarnation)
 
     async def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while not self.all_ready():
+        while not all(self.running(i) for i in self.current.values()):
+            if self.failure:
+                raise Aborted(self.failure)
             if time.monotonic() > deadline:
-                raise Aborted("the workers did not start; see bench/results/chaos-workers.log")
+                raise Aborted(f"the workers did not start: see {self.log_path}")
             await asyncio.sleep(POLL_SECONDS)
 
     def kill(self, incarnation: Incarnation, mode: str) -> None:
-        if incarnation.killed or incarnation.process.returncode is not None:
+        if not self.running(incarnation) or incarnation.pid is None:
             return
-        incarnation.process.send_signal(signal.SIGKILL)
+        pidfd = os.pidfd_open(incarnation.pid)  # a handle on this very process: no pid-reuse race
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         incarnation.killed = True
         self.dead.add(incarnation.name)
         self.kills.append(Kill(incarnation.name, mode, self.clock.now().isoformat(), self.mid_work))
-        self._spawn(self._restart(incarnation))
+        self._spawn(self._replace(incarnation, pidfd))
 
-    async def _restart(self, incarnation: Incarnation) -> None:
-        await incarnation.process.wait()
+    async def _replace(self, incarnation: Incarnation, pidfd: int) -> None:
+        """Start the slot's next process once the killed one is gone (its connections with it): a pidfd
+        becomes readable when its process has exited."""
+        loop = asyncio.get_running_loop()
+        gone = asyncio.Event()
+        loop.add_reader(pidfd, gone.set)
+        try:
+            await gone.wait()
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
         await self.start(incarnation.slot)
 
     def kill_later(self, delay: float) -> None:
         """Kill a random running worker after `delay` seconds (if the other one is up by then)."""
 
         def fire() -> None:
-            candidates = [i for i in self.current.values() if not i.killed and self.others_ready(i)]
+            candidates = [i for i in self.current.values() if self.running(i) and self.others_ready(i)]
             if candidates:
                 self.kill(random.choice(candidates), "timer")
 
         asyncio.get_running_loop().call_later(delay, fire)
 
-    async def stop(self) -> None:
-        for incarnation in self.current.values():
-            incarnation.killed = True
-            if incarnation.process.returncode is None:
-                incarnation.process.send_signal(signal.SIGKILL)
-                await incarnation.process.wait()
+    async def close(self) -> None:
+        """Stop everything: the fork server kills every worker when its input closes."""
         for task in list(self._tasks):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for incarnation in self.current.values():
+            incarnation.killed = True
+        if self._server is not None and self._server.stdin is not None:
+            self._server.stdin.close()
+            await self._server.wait()
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -344,33 +392,34 @@ class State:
 
 
 async def read_state(db: Database, now: datetime) -> State:
+    """One consistent snapshot (REPEATABLE READ), so a claim or a finish committing between two of
+    these queries cannot make work in flight look finished."""
     parent = aliased(Delivery)
-    async with db.session() as session:
-        pending_occurrences = (
-            await session.execute(select(func.count()).where(Occurrence.status == "pending"))
-        ).scalar_one()
-        ready_pending = (
-            await session.execute(
-                select(func.count())
-                .select_from(Delivery)
-                .outerjoin(parent, parent.id == Delivery.parent_id)
-                .where(
-                    Delivery.status == "pending",
-                    Delivery.not_before <= now,
-                    or_(Delivery.parent_id.is_(None), parent.status == "sent"),
+    ready = or_(Delivery.parent_id.is_(None), parent.status == "sent")
+    async with db.engine.connect() as plain:
+        conn = await plain.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            pending_occurrences = (
+                await conn.execute(select(func.count()).where(Occurrence.status == "pending"))
+            ).scalar_one()
+            ready_pending = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .outerjoin(parent, parent.id == Delivery.parent_id)
+                    .where(Delivery.status == "pending", Delivery.not_before <= now, ready)
                 )
-            )
-        ).scalar_one()
-        sending = (
-            await session.execute(select(Delivery.claimed_by, Delivery.lease_until).where(Delivery.status == "sending"))
-        ).all()
-        next_not_before = (
-            await session.execute(
-                select(func.min(Delivery.not_before)).where(
-                    and_(Delivery.status == "pending", Delivery.not_before > now)
+            ).scalar_one()
+            sending = (
+                await conn.execute(
+                    select(Delivery.claimed_by, Delivery.lease_until).where(Delivery.status == "sending")
                 )
-            )
-        ).scalar_one()
+            ).all()
+            next_not_before = (
+                await conn.execute(
+                    select(func.min(Delivery.not_before)).where(Delivery.status == "pending", Delivery.not_before > now)
+                )
+            ).scalar_one()
     return State(pending_occurrences, ready_pending, [(c, u) for c, u in sending], next_not_before)
 
 
@@ -422,13 +471,15 @@ class Run:
                 self.lease_moves_at.append(f"{now.isoformat()} ({len(orphaned)} claims)")
                 continue
             if time.monotonic() > deadline:
-                raise Aborted(f"stuck at {now.isoformat()}: {state}")
+                due = ", ".join(f"{r}/{p}" for _, r, p in sorted(missing)[:5]) or "none"
+                raise Aborted(f"stuck at {now.isoformat()}: {state}; due but not created: {due}")
             await asyncio.sleep(POLL_SECONDS)
 
-    async def dues_missing(self, now: datetime) -> bool:
+    async def dues_missing(self, now: datetime) -> set[tuple[int, str, str]]:
+        """The occurrences due by `now` that nobody has created yet."""
         due_now = {(e, d.ritual, d.period) for e, d in self.expected if d.due_at <= now} & self.missing
         if not due_now:
-            return False
+            return set()
         async with self.db.session() as session:
             rows = await session.execute(
                 select(Occurrence.engagement_id, Occurrence.ritual, Occurrence.period).where(
@@ -437,7 +488,7 @@ class Run:
             )
             existing = {(e, r, p) for e, r, p in rows.all()}
         self.missing -= existing
-        return bool(due_now - existing)
+        return due_now - existing
 
     def kill_now(self, remaining_steps: int) -> str | None:
         """Whether this step kills a worker, and how: spread so the promised number of kills lands
@@ -473,15 +524,15 @@ class Run:
         await self.drain()
 
     async def drain(self) -> None:
-        """Move time on until nothing is pending or sending (retries and leases run out)."""
+        """Move time on until nothing is left to send (retries waiting for their time included)."""
         self.workers.fake.trap = None
-        for _ in range(100):
+        for _ in range(DRAIN_STEPS):
             await self.settle()
             state = await read_state(self.db, self.clock.now())
-            if state.next_not_before is None and not state.sending:
+            if state.next_not_before is None:
                 return
-            await self.move_to(max(self.clock.now(), state.next_not_before or self.clock.now()) + LEASE)
-        raise Aborted("deliveries still pending after the drain")
+            await self.move_to(state.next_not_before)
+        raise Aborted(f"deliveries still waiting after {DRAIN_STEPS} drain steps")
 
 
 class PeopleAtWork:
@@ -540,6 +591,9 @@ class PeopleAtWork:
 
 @dataclass
 class Report:
+    """What the run did and found; printed as a table and written as JSON (with the kill log, every
+    recovery and every lease takeover, for a post-mortem)."""
+
     mode: str
     window: str
     dst_changes: list[str]
@@ -556,8 +610,9 @@ class Report:
     kills: int = 0
     kills_by_mode: dict[str, int] = field(default_factory=dict)
     kills_mid_work: int = 0
+    reviews_posted: int = 0
     recovered_by_find_sent: int = 0
-    recovered_with_follow_ups: int = 0
+    recovered_follow_ups_cut: int = 0
     lease_takeovers: int = 0
     steps: int = 0
     people_actions: int = 0
@@ -583,12 +638,16 @@ class Report:
                 "skipped with a reason)",
             ),
             ("deliveries sent", f"{self.deliveries_sent} of {self.deliveries}"),
+            ("reviews at 09:00 local", f"{self.reviews_posted} (across the DST changes)"),
             ("failed or skipped", f"{self.deliveries_failed_or_skipped} (each with a reason)"),
             ("duplicates", str(self.duplicates)),
             ("unexplained misses", str(self.unexplained_misses)),
-            ("kills", f"{self.kills} ({kills}; {self.kills_mid_work} while work was in flight)"),
+            ("kills", f"{self.kills} ({kills or 'none'}; {self.kills_mid_work} while work was in flight)"),
             ("post-then-kill recovered by find_sent", str(self.recovered_by_find_sent)),
-            ("  of which with follow-ups cut", str(self.recovered_with_follow_ups)),
+            (
+                "  of which lost a follow-up part",
+                f"{self.recovered_follow_ups_cut} (the honest limit: see the docstring)",
+            ),
             ("lease takeovers", str(self.lease_takeovers)),
             ("wall time", f"{self.wall_seconds:.0f} s"),
         ]
@@ -600,6 +659,7 @@ class Report:
 
 
 def dst_changes(start: datetime, end: datetime) -> list[str]:
+    """The days in the window on which an engagement's zone changes its UTC offset."""
     found = []
     for place in PLACES:
         zone = ZoneInfo(place.timezone)
@@ -644,18 +704,19 @@ async def verify(run: Run, fake: ChaosSlack, report: Report) -> None:
             misses.append(f"occurrence {occ.ritual}/{occ.period} left {occ.status}")
     report.deliveries = len(deliveries)
     for delivery in deliveries:
-        posts = fake.posters.get(delivery.key, [])
+        posts = [token for token, _ in fake.posters.get(delivery.key, [])]
         if delivery.status == "sent":
             report.deliveries_sent += 1
             if not posts:
                 misses.append(f"recorded as sent, never posted: {delivery.key}")
-            elif posts[0].removeprefix("xoxb-chaos-") != delivery.claimed_by:
+            elif len(posts) == 1 and posts[0].removeprefix("xoxb-chaos-") != delivery.claimed_by:
                 # posted by a process killed before it could record it; another one's find_sent found it
                 report.recovered_by_find_sent += 1
-                report.recovered_with_follow_ups += has_follow_ups(delivery.payload)
+                cut = has_follow_ups(delivery.payload) and not fake.follow_ups_sent(delivery.key)
+                report.recovered_follow_ups_cut += cut
                 report.recovered.append(
                     f"{delivery.key}: posted by {posts[0]}, recorded by {delivery.claimed_by} "
-                    f"after {delivery.attempts} claims"
+                    f"after {delivery.attempts} claims" + (", its follow-up parts cut" if cut else "")
                 )
         elif delivery.status in ("failed", "skipped"):
             report.deliveries_failed_or_skipped += 1
@@ -664,10 +725,17 @@ async def verify(run: Run, fake: ChaosSlack, report: Report) -> None:
             reasons[f"delivery {delivery.status}: {delivery.error}"] += 1
         else:
             misses.append(f"delivery {delivery.key} left {delivery.status}")
+    review_times = await review_post_times(run.db)
+    report.reviews_posted = len(review_times)
+    misses += [f"review {where} posted at {at} local, not 09:00 (within the lease)" for where, at in review_times if at]
     sent = {d.key for d in deliveries if d.status == "sent"}
-    duplicates = [f"posted {len(t)} times: {k} (by {', '.join(t)})" for k, t in fake.posters.items() if len(t) > 1]
+    duplicates = [
+        f"posted {len(posts)} times: {key} (by {', '.join(token for token, _ in posts)})"
+        for key, posts in fake.posters.items()
+        if len(posts) > 1
+    ]
     misses += [f"posted but not recorded as sent: {k}" for k in fake.posters if k not in sent]
-    report.posts = sum(len(tokens) for tokens in fake.posters.values())
+    report.posts = sum(len(posts) for posts in fake.posters.values())
     report.duplicates = len(duplicates)
     report.unexplained_misses = len(misses)
     report.reasons = dict(reasons)
@@ -685,6 +753,30 @@ async def verify(run: Run, fake: ChaosSlack, report: Report) -> None:
         report.problems.append(f"only {report.kills} kills (at least {run.mode.min_kills} promised)")
     if report.recovered_by_find_sent == 0:
         report.problems.append("no kill landed between a post and its record: the find_sent path went untested")
+
+
+async def review_post_times(db: Database) -> list[tuple[str, str | None]]:
+    """Each pipeline review post and, when it is off, its local time: the reviews of every engagement
+    must go out at 09:00 on its own wall clock before and after its DST change, a lease takeover late at
+    most. (None: on time.)"""
+    async with db.session() as session:
+        rows = (
+            await session.execute(
+                select(Engagement.slug, Engagement.timezone, Occurrence.period, Delivery.sent_at)
+                .join(Occurrence, Occurrence.id == Delivery.occurrence_id)
+                .join(Engagement, Engagement.id == Delivery.engagement_id)
+                .where(Occurrence.ritual == REVIEW, Delivery.purpose == "review", Delivery.status == "sent")
+                .order_by(Delivery.sent_at)
+            )
+        ).all()
+    found: list[tuple[str, str | None]] = []
+    for slug, zone, period, sent_at in rows:
+        assert sent_at is not None
+        local = sent_at.astimezone(ZoneInfo(zone))
+        late = local - local.replace(hour=9, minute=0, second=0, microsecond=0)
+        on_time = timedelta(0) <= late <= LEASE * 3
+        found.append((f"{slug} {period}", None if on_time else f"{local:%Y-%m-%d %H:%M %Z}"))
+    return found
 
 
 # --- setting up ------------------------------------------------------------------------------------
@@ -737,7 +829,6 @@ async def expected_dues(db: Database, engine: Engine, start: datetime, end: date
 async def main_async(mode: Mode, seed_value: int, out: Path, keep: bool) -> Report:
     started = time.monotonic()
     random.seed(seed_value)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name, url = await create_database()
     db = Database(url, pool_size=5)
     clock = ManualClock(mode.start)
@@ -750,7 +841,9 @@ async def main_async(mode: Mode, seed_value: int, out: Path, keep: bool) -> Repo
         dst_changes=dst_changes(mode.start, mode.end),
         engagements=len(specs),
     )
-    with (RESULTS / "chaos-workers.log").open("w") as log:
+    log_path = out.with_name(out.stem + "-workers.log")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
         try:
             await db.upgrade()
             await create_clock_table(db, mode.start)
@@ -758,28 +851,26 @@ async def main_async(mode: Mode, seed_value: int, out: Path, keep: bool) -> Repo
             engine = Engine(db, clock, all_rituals(), lambda _e: _no_port(), worker="chaos-harness")
             fake = ChaosSlack(users, channels)
             async with fake:
-                workers = Workers(url, fake, log, clock)
+                workers = Workers(url, fake, log, log_path, clock)
                 fake.workers = workers
                 run = Run(mode, db, engine, clock, workers)
                 run.rng.seed(seed_value)
                 run.expected = await expected_dues(db, engine, mode.start, mode.end + timedelta(days=1))
                 run.missing = {(e, d.ritual, d.period) for e, d in run.expected}
                 try:
-                    for slot in range(1, WORKERS + 1):
-                        await workers.start(slot)
+                    await workers.open()
                     await workers.wait_ready()
                     await run.execute(PeopleAtWork(db, clock, engagements))
                 except Aborted as exc:
                     report.problems.append(f"run aborted: {exc}")
                 finally:
-                    await workers.stop()
+                    await workers.close()
                 await verify(run, fake, report)
         finally:
             await db.dispose()
             if not keep:
                 await drop_database(name)
     report.wall_seconds = time.monotonic() - started
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
     return report
 

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from cadences.engagement_file import apply_engagement, parse_engagement_yaml
 from storage.db import Database
-from storage.models import ChatIdentity, Engagement, HandoffTask, Person, PlanDeliverable, Stage
+from storage.models import Base, ChatIdentity, Engagement, HandoffTask, Person, PlanDeliverable, Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -111,6 +111,7 @@ async def machine() -> dict[str, Any]:
         "asyncpg": _version("asyncpg"),
         "aiosqlite": _version("aiosqlite"),
         "commit": _git_commit(),
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -125,12 +126,15 @@ def command_line() -> str:
 
 
 def write_result(name: str, payload: dict[str, Any], machine_facts: dict[str, Any]) -> Path:
-    """Write `bench/results/<name>.json` with the machine facts and the exact command."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write `bench/results/<name>.json` (or into `$BENCH_RESULTS_DIR`, which the CI smoke test uses so a
+    quick run leaves the checked-in results alone) with the machine facts and the exact command."""
+    folder = Path(os.environ.get("BENCH_RESULTS_DIR") or RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     document = {
         "benchmark": name,
         "command": command_line(),
+        "load_average_at_end": os.getloadavg(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_facts,
         **payload,
@@ -250,6 +254,13 @@ async def analyze(db: Database) -> None:
 
 
 # --- bulk data -----------------------------------------------------------------------------------------------
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's table, typed as one."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 async def bulk_insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -391,12 +402,12 @@ async def clone_engagement(db: Database, template_id: int, slugs: Sequence[str])
         async def rows(table: Table, where: Any) -> list[dict[str, Any]]:
             return [dict(r._mapping) for r in (await conn.execute(select(table).where(where))).all()]
 
-        eng_t, person_t = Engagement.__table__, Person.__table__
+        eng_t, person_t = table_of(Engagement), table_of(Person)
         template = (await rows(eng_t, eng_t.c.id == template_id))[0]
         people = sorted(await rows(person_t, person_t.c.engagement_id == template_id), key=lambda p: p["id"])
         children: dict[Table, list[dict[str, Any]]] = {
             t: await rows(t, t.c.engagement_id == template_id)
-            for t in (ChatIdentity.__table__, Stage.__table__, PlanDeliverable.__table__, HandoffTask.__table__)
+            for t in map(table_of, (ChatIdentity, Stage, PlanDeliverable, HandoffTask))
         }
 
         def strip(row: dict[str, Any], **changes: Any) -> dict[str, Any]:

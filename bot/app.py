@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot.console.port import ConsolePort
+from bot.metrics import Metrics
 from bot.settings import Settings
 from cadences.catalog import build_router
 from cadences.clock import Clock, SystemClock
@@ -29,6 +31,7 @@ from storage import chat_workspaces
 from storage import engagements as engagement_repo
 from storage.db import Database
 from storage.models import Engagement
+from storage.secrets import ENVIRONMENT_ENV, SECRET_KEY_ENV
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -54,9 +57,14 @@ class CadenceApp:
     db: Database
     clock: Clock
     router: CommandRouter
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def start(self) -> None:
-        """Upgrade the schema on every start, so a new version never runs against an old database."""
+        """Refuse to run without the secret key where tokens must be encrypted; then upgrade the schema,
+        on every start, so a new version never runs against an old database."""
+        problem = self.settings.secret_key_problem()
+        if problem:
+            raise SetupError(problem)
         await self.db.upgrade()
 
     async def close(self) -> None:
@@ -82,9 +90,19 @@ class CadenceApp:
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> CadenceApp:
     settings = settings or Settings()
+    _export_secret_settings(settings)
     return CadenceApp(
         settings=settings, db=Database(settings.database_url), clock=clock or SystemClock(), router=build_router()
     )
+
+
+def _export_secret_settings(settings: Settings) -> None:
+    """storage/secrets.py reads the key and the mode from the process environment (a column type has no
+    other way in); settings read from a `.env` file are put there, without overriding the real ones."""
+    if settings.secret_key:
+        os.environ.setdefault(SECRET_KEY_ENV, settings.secret_key)
+    if settings.environment.strip().lower() == "production":
+        os.environ.setdefault(ENVIRONMENT_ENV, "production")
 
 
 # --- chat ports ------------------------------------------------------------------------------------
@@ -118,6 +136,7 @@ class ChatPorts:
     clock: Clock
     pacer: Pacer | None = None
     teams: TeamsPort | None = None
+    metrics: Metrics | None = None
     _slack: dict[int, tuple[str, ChatPort]] = field(default_factory=dict)
     _teams: set[int] = field(default_factory=set)
     _console: dict[int, ChatPort] = field(default_factory=dict)
@@ -138,7 +157,8 @@ class ChatPorts:
             if known is not None and known[0] == token:
                 ports[row.engagement_id] = known  # keep its caches (DM channels, channel names)
                 continue
-            client = create_client(token, base_url=self.settings.slack_api_url)
+            on_429 = self.metrics.rate_limit_hook("slack") if self.metrics is not None else None
+            client = create_client(token, base_url=self.settings.slack_api_url, on_rate_limited=on_429)
             channels = LinkedChannels(self.db, row.engagement_id, ListedChannels(client))
             port = SlackPort(
                 client,
@@ -211,20 +231,28 @@ async def start_chat(
     from bot.web import create_web_app
 
     settings = app.settings
-    ports = ChatPorts(app.db, settings, app.clock)
+    ports = ChatPorts(app.db, settings, app.clock, metrics=app.metrics)
     engine = Engine(app.db, app.clock, all_rituals(), ports.port_for)
     deps = slack = socket = None
     if settings.has_slack:
+        from bot.command_limit import CommandLimit, slack_middleware
         from bot.slack.app import SlackDeps, create_slack_app
+        from bot.slack.port import RateLimitCounter
 
         deps = SlackDeps(app.db, app.clock, app.router, cadence=engine, on_workspace_change=ports.refresh)
         slack = create_slack_app(deps, settings)
+        # The listeners' client (and, with OAuth, the per-workspace copies Bolt makes of it) counts 429s too.
+        slack.client.retry_handlers.insert(0, RateLimitCounter(app.metrics.rate_limit_hook("slack")))
+        limit = CommandLimit(app.db, app.clock, settings.commands_per_minute)
+        slack.middleware(slack_middleware(limit, on_limited=app.metrics.count_command_refused))
         if settings.slack_app_token:
             from bot.slack.app import socket_mode
 
             socket = socket_mode(slack, settings.slack_app_token)
             await socket.connect_async()  # type: ignore[no-untyped-call]
-    web_app = create_web_app(app.db, None if socket else slack)
+    web_app = create_web_app(
+        app.db, None if socket else slack, metrics=app.metrics, slack_signing_secret=settings.slack_signing_secret
+    )
     if settings.has_teams:
         from bot.teams.handler import TeamsDeps
         from bot.teams.serve import add_teams_routes, teams_port
@@ -232,6 +260,7 @@ async def start_chat(
         teams_deps = TeamsDeps(app.db, app.clock, app.router, settings, cadence=engine, on_link=ports.refresh)
         add_teams_routes(web_app, teams_deps)
         ports.teams = teams_port(teams_deps)
+        ports.teams.on_rate_limited = app.metrics.rate_limit_hook("teams")
     await ports.refresh()
     runner = web.AppRunner(web_app)
     await runner.setup()

@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from bot.app import CadenceApp, SetupError, create_app, start_chat
 from bot.console.repl import run_console
+from bot.logs import configure_logging
 from bot.settings import Settings
 from cadences.engagement_file import (
     EXAMPLE_ENGAGEMENT,
@@ -22,8 +24,10 @@ from cadences.engagement_file import (
     export_engagement,
     load_engagement_file,
 )
+from storage import chat_workspaces
 from storage import engagements as engagement_repo
 from storage.models import Role
+from storage.secrets import SECRET_KEY_ENV, new_key
 
 DEMO_URL = "sqlite+aiosqlite:///./cadence-demo.db"
 Command = Callable[[CadenceApp, argparse.Namespace], Awaitable[int]]
@@ -161,6 +165,28 @@ async def cmd_teams_package(app: CadenceApp, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_doctor(app: CadenceApp, args: argparse.Namespace) -> int:
+    from bot.doctor import diagnose
+
+    report = await diagnose(app.settings, app.db)
+    sys.stdout.write(report.render())
+    return report.exit_code
+
+
+async def cmd_secrets_new_key(app: CadenceApp, args: argparse.Namespace) -> int:
+    print(new_key())
+    return 0
+
+
+async def cmd_secrets_reseal(app: CadenceApp, args: argparse.Namespace) -> int:
+    if not app.settings.secret_key:
+        raise SetupError(f"set {SECRET_KEY_ENV} first (`cadence secrets new-key` makes one)")
+    async with app.db.write() as session:
+        count = await chat_workspaces.reseal_tokens(session)
+    print(f"Resealed {count} stored chat token{'' if count == 1 else 's'} with the first key of {SECRET_KEY_ENV}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cadence",
@@ -235,11 +261,29 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--app-id", help="the bot's Microsoft App ID (default: MicrosoftAppId)")
     package.add_argument("--host", help="the public host serving `cadence run`, for the app's developer links")
     package.set_defaults(run=cmd_teams_package, standalone=True)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the configuration, database, Slack tokens and scopes, Teams settings and engagements; "
+        "print what to fix (exit 1 when something is wrong)",
+    )
+    doctor.set_defaults(run=cmd_doctor, unstarted=True)
+
+    secrets = sub.add_parser("secrets", help="the key that encrypts stored chat tokens").add_subparsers(
+        dest="secrets_command", required=True, metavar="ACTION"
+    )
+    secrets.add_parser("new-key", help=f"print a new random key for {SECRET_KEY_ENV}").set_defaults(
+        run=cmd_secrets_new_key, standalone=True
+    )
+    secrets.add_parser(
+        "reseal",
+        help=f"encrypt every stored chat token again with the first key of {SECRET_KEY_ENV} "
+        "(after setting a key for the first time, or to rotate: set NEW,OLD, reseal, then drop OLD)",
+    ).set_defaults(run=cmd_secrets_reseal)
     return parser
 
 
-async def _main(args: argparse.Namespace) -> int:
-    settings = Settings()
+async def _main(args: argparse.Namespace, settings: Settings) -> int:
     if args.database_url:
         settings.database_url = args.database_url
     elif getattr(args, "demo", False):
@@ -249,19 +293,37 @@ async def _main(args: argparse.Namespace) -> int:
         return await command(None, args)  # type: ignore[arg-type]
     app = create_app(settings)
     try:
-        await app.start()
+        if not getattr(args, "unstarted", False):  # doctor looks at the database as it is
+            await app.start()
         return await args.run(app, args)  # type: ignore[no-any-return]
     finally:
         await app.close()
 
 
+def _log_level(args: argparse.Namespace, settings: Settings) -> str:
+    """--debug wins; then LOG_LEVEL when it is set; else INFO for `cadence run` and WARNING for the rest
+    (a console session or a one-off command should not be interleaved with log lines)."""
+    if args.debug:
+        return "DEBUG"
+    if "log_level" in settings.model_fields_set or args.run is cmd_run:
+        return settings.log_level
+    return "WARNING"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
-        return asyncio.run(_main(args))
+        settings = Settings()
+        configure_logging(_log_level(args, settings), settings.log_format)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"cadence: error: {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"cadence: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main(args, settings))
     except (SetupError, EngagementFileError, LookupError, OSError) as exc:
         if args.debug:
             raise

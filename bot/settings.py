@@ -6,6 +6,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.db import DEFAULT_URL
+from storage.secrets import SECRET_KEY_ENV, SecretKeyError, parse_keys
 
 
 class Settings(BaseSettings):
@@ -13,7 +14,11 @@ class Settings(BaseSettings):
 
     database_url: str = Field(DEFAULT_URL, validation_alias="DATABASE_URL")
     engagement: str | None = Field(None, validation_alias="CADENCE_ENGAGEMENT")
+    environment: str = Field("development", validation_alias="CADENCE_ENV")
+    secret_key: str | None = Field(None, validation_alias="CADENCE_SECRET_KEY")
+    commands_per_minute: int = Field(20, ge=1, validation_alias="CADENCE_COMMANDS_PER_MINUTE")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: str = Field("text", validation_alias="LOG_FORMAT")
 
     slack_bot_token: str | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_signing_secret: str | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
@@ -46,3 +51,26 @@ class Settings(BaseSettings):
     @property
     def has_teams(self) -> bool:
         return bool(self.teams_app_id) or self.teams_emulator
+
+    @property
+    def production(self) -> bool:
+        """Production mode: `CADENCE_ENV=production`, or chat credentials with a PostgreSQL database (a
+        deployment, not a laptop). Chat tokens are then stored only encrypted, so the key is required."""
+        if self.environment.strip().lower() == "production":
+            return True
+        return self.database_url.startswith("postgresql") and (self.has_slack or self.has_teams)
+
+    def secret_key_problem(self) -> str | None:
+        """Why the app must not start with this CADENCE_SECRET_KEY (None: fine)."""
+        if self.secret_key and self.secret_key.strip():
+            try:
+                parse_keys(self.secret_key.strip())
+            except SecretKeyError as exc:
+                return str(exc)
+            return None
+        if self.production:
+            return (
+                f"{SECRET_KEY_ENV} is not set, and production mode (CADENCE_ENV=production, or PostgreSQL with "
+                "chat credentials) stores chat tokens only encrypted: make a key with `cadence secrets new-key`"
+            )
+        return None

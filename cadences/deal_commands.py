@@ -33,7 +33,7 @@ async def deal_command(ctx: Context, args: str) -> CommandResult:
     if command.verb == "new":
         assert command.target is not None
         outcome = await create_deal(ctx, command.target, command.fields)
-        return await _confirmation(ctx, outcome, "deal.create", f"Created {outcome.deal.name}.")
+        return await _result(ctx, outcome, "deal.create", f"Created {outcome.deal.name}.")
     assert command.target is not None
     async with ctx.db.session() as session:
         deal = await resolve_deal(session, ctx.engagement.id, command.target)
@@ -46,17 +46,23 @@ async def deal_command(ctx: Context, args: str) -> CommandResult:
             return CommandResult([message], action="deal.history", outcome="read")
     if command.verb == "confirm":
         outcome = await confirm_deal(ctx, deal.id)
-        return await _confirmation(ctx, outcome, "deal.confirm", f"Thanks — {deal.name} marked as still accurate.")
+        return await _result(ctx, outcome, "deal.confirm", f"Thanks — {deal.name} marked as still accurate.")
     kind = command.verb if command.verb in ("won", "lost") else "update"
     outcome = await update_deal(ctx, deal.id, command.fields, expected_version=deal.version, kind=kind)
-    intro = {"won": f"Congratulations — {deal.name} is won!", "lost": f"{deal.name} marked as lost."}.get(
-        outcome.kind, f"Updated {outcome.deal.name}." if outcome.changes else f"Note added to {deal.name}."
+    return await _result(ctx, outcome, f"deal.{outcome.kind}", change_intro(deal.name, outcome))
+
+
+def change_intro(name: str, outcome: Outcome) -> str:
+    """The first line of the answer to a change of the deal called `name` before it (a rename says
+    "Updated <new name>."), whether the change was typed or made in a form."""
+    return {"won": f"Congratulations — {name} is won!", "lost": f"{name} marked as lost."}.get(
+        outcome.kind, f"Updated {outcome.deal.name}." if outcome.changes else f"Note added to {name}."
     )
-    return await _confirmation(ctx, outcome, f"deal.{outcome.kind}", intro)
 
 
-async def _confirmation(ctx: Context, outcome: Outcome, action: str, intro: str) -> CommandResult:
-    await deal_events.publish(ctx, outcome)
+async def confirmation(ctx: Context, outcome: Outcome, intro: str) -> Message:
+    """The deal card after a change, with each field's before → after and the note: the same answer for
+    the text command and for a Slack modal or Teams card that made the change."""
     async with ctx.db.session() as session:
         names = await deal_views.load_names(session, ctx.engagement.id, ctx.engagement.currency)
     lines = deal_views.change_lines(outcome.changes, names) if outcome.kind != "create" else []
@@ -66,9 +72,13 @@ async def _confirmation(ctx: Context, outcome: Outcome, action: str, intro: str)
         blocks.insert(1, Paragraph(text="\n".join(lines)))
     if outcome.note and outcome.kind != "confirm":
         blocks.insert(1, Paragraph(text=f"Note: {outcome.note}", muted=True))
-    message = Message(text=intro, blocks=blocks, ephemeral=True)
+    return Message(text=intro, blocks=blocks, ephemeral=True)
+
+
+async def _result(ctx: Context, outcome: Outcome, action: str, intro: str) -> CommandResult:
+    await deal_events.publish(ctx, outcome)
     return CommandResult(
-        [message],
+        [await confirmation(ctx, outcome, intro)],
         action=action,
         target=f"deal:{outcome.deal.id}",
         detail={"changes": outcome.changes, "events": outcome.events},

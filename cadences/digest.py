@@ -45,7 +45,7 @@ from cadences.pipeline_metrics import (
 )
 from cadences.pipeline_review import WEEKDAYS, coverage_text, forecast_text, gather, last_review_at
 from cadences.rituals import Due, EngagementFacts, Outgoing, PersonFacts, Recipient, RitualRun, at_local, in_window
-from storage.models import Deal, Role
+from storage.models import Attachment, Deal, Role
 
 RITUAL = "founder_digest"
 PURPOSE = "digest"
@@ -179,11 +179,15 @@ async def chart_points(
 async def chart_image(
     session: AsyncSession, facts: EngagementFacts, week: str, numbers: QuarterNumbers, now: datetime
 ) -> Image:
-    """Render the week's chart, keep it as an attachment (first render of the week wins) and point to it."""
+    """Render the week's chart, keep it as an attachment (first render of the week wins) and point to it.
+    Once the week's chart is stored it is not drawn again (the second founder, `/digest preview`): the
+    first render is what every message of the week shows, and drawing is most of the digest's cost."""
     points = await chart_points(session, facts, week, numbers)
-    png = pipeline_chart(points, numbers.quota, facts.engagement.currency, quarter=numbers.label)
     key = chart_key(facts, week)
-    await store_attachment(session, facts.id, key, png, mime="image/png", filename=f"pipeline-{week}.png", now=now)
+    stored = (await session.execute(select(Attachment.id).where(Attachment.key == key))).first() is not None
+    if not stored:
+        png = pipeline_chart(points, numbers.quota, facts.engagement.currency, quarter=numbers.label)
+        await store_attachment(session, facts.id, key, png, mime="image/png", filename=f"pipeline-{week}.png", now=now)
     return Image(
         key=key,
         alt_text=f"Pipeline by forecast category vs quota, last {_plural(len(points), 'week')}",

@@ -588,12 +588,16 @@ def _rep_dues(ritual: str, facts: EngagementFacts, start: datetime, end: datetim
     minutes = settings.nudge.last_call_minutes_before
     if not nudge and minutes == 0:
         return
+    reps = facts.with_role(Role.REP)
     for slot in review_slots(facts, start, end):
+        last_call_at = slot.due_at - timedelta(minutes=minutes)
+        if not nudge and not start <= last_call_at < end:
+            continue  # the slots come with a margin; only the window's dues are built
         nudge_day = previous_business_day(slot.day, facts.holidays)
-        for rep in facts.with_role(Role.REP):
+        for rep in reps:
             nudge_at = at_local(nudge_day, settings.nudge.time, rep.timezone)
-            due_at = nudge_at if nudge else slot.due_at - timedelta(minutes=minutes)
-            if due_at >= slot.due_at:
+            due_at = nudge_at if nudge else last_call_at
+            if due_at >= slot.due_at or not start <= due_at < end:
                 continue
             detail = {
                 "rep_id": rep.id,

@@ -9,13 +9,14 @@ deliveries it plans, so a crash never leaves half a fan-out.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cadences.engagement_file import RitualSettings, engagement_settings
@@ -80,10 +81,61 @@ class EngagementFacts:
         return (day - self.engagement.start_date).days + 1
 
 
-async def load_facts(session: AsyncSession, engagement: Engagement) -> EngagementFacts:
-    people = (await session.execute(select(Person).where(Person.engagement_id == engagement.id))).scalars().all()
+PERSON_COLUMNS = (
+    Person.id,
+    Person.key,
+    Person.name,
+    Person.role,
+    Person.timezone,
+    Person.manager_id,
+    Person.active,
+    Person.out_of_office,
+)
+PersonRow = tuple[int, str, str, str, str | None, int | None, bool, list[Any]]
+ENGAGEMENT_COLUMNS = (
+    *(c for c in Engagement.__table__.columns if c.key != "settings"),
+    # The settings as stored, not decoded: the scheduler compares them on every heartbeat, and decoding
+    # (and keeping) thousands of engagements' settings each minute is most of what that would cost.
+    cast(Engagement.__table__.c.settings, Text),
+)
+
+
+def _facts_of(
+    engagement: Engagement,
+    people: Sequence[PersonRow],
+    profile_tz: dict[int, str | None],
+    days: Iterable[int],
+    tasks: Sequence[tuple[str, int]],
+) -> EngagementFacts:
     default_tz = engagement.timezone
     # A person's zone: the engagement file's, else their chat profile's (Slack `tz`), else the engagement's.
+    facts_people = tuple(
+        PersonFacts(
+            id=pid,
+            key=key,
+            name=name,
+            role=role,
+            timezone=ZoneInfo(zone or profile_tz.get(pid) or default_tz),
+            manager_id=manager_id,
+            active=active,
+            out_of_office=tuple((date.fromisoformat(r["from"]), date.fromisoformat(r["to"])) for r in ooo),
+        )
+        for pid, key, name, role, zone, manager_id, active, ooo in people
+    )
+    return EngagementFacts(
+        engagement=engagement,
+        settings=engagement_settings(engagement),
+        people=facts_people,
+        holidays=frozenset(date.fromisoformat(d) for d in engagement.holidays),
+        deliverable_days=tuple(sorted(set(days))),
+        handoff_due=tuple((key, engagement.exit_date - timedelta(days=n)) for key, n in tasks),
+    )
+
+
+async def load_facts(session: AsyncSession, engagement: Engagement) -> EngagementFacts:
+    people = (
+        await session.execute(select(*PERSON_COLUMNS).where(Person.engagement_id == engagement.id).order_by(Person.id))
+    ).all()
     profile_tz = dict(
         (
             await session.execute(
@@ -92,19 +144,6 @@ async def load_facts(session: AsyncSession, engagement: Engagement) -> Engagemen
                 .order_by(ChatIdentity.id)
             )
         ).all()
-    )
-    facts_people = tuple(
-        PersonFacts(
-            id=p.id,
-            key=p.key,
-            name=p.name,
-            role=p.role,
-            timezone=ZoneInfo(p.timezone or profile_tz.get(p.id) or default_tz),
-            manager_id=p.manager_id,
-            active=p.active,
-            out_of_office=tuple((date.fromisoformat(r["from"]), date.fromisoformat(r["to"])) for r in p.out_of_office),
-        )
-        for p in people
     )
     days = (
         (
@@ -117,17 +156,94 @@ async def load_facts(session: AsyncSession, engagement: Engagement) -> Engagemen
     )
     tasks = (
         await session.execute(
-            select(HandoffTask.key, HandoffTask.due_days_before_exit).where(HandoffTask.engagement_id == engagement.id)
+            select(HandoffTask.key, HandoffTask.due_days_before_exit)
+            .where(HandoffTask.engagement_id == engagement.id)
+            .order_by(HandoffTask.id)
         )
     ).all()
-    return EngagementFacts(
-        engagement=engagement,
-        settings=engagement_settings(engagement),
-        people=facts_people,
-        holidays=frozenset(date.fromisoformat(d) for d in engagement.holidays),
-        deliverable_days=tuple(sorted(days)),
-        handoff_due=tuple((key, engagement.exit_date - timedelta(days=n)) for key, n in tasks),
-    )
+    return _facts_of(engagement, [_person_row(p) for p in people], profile_tz, days, [(k, n) for k, n in tasks])
+
+
+def _person_row(row: Any) -> PersonRow:
+    pid, key, name, role, zone, manager_id, active, ooo = row
+    return (pid, key, name, role, zone, manager_id, active, ooo)
+
+
+@dataclass
+class FactsCache:
+    """The facts of every engagement, for the scheduler: five queries however many engagements there
+    are, and an engagement's facts are rebuilt only when a row they come from changed. An unchanged
+    engagement gets the very same `EngagementFacts` object back, so whatever was computed from it (its
+    schedule) can be kept while `facts is cached_facts`."""
+
+    _known: dict[int, tuple[tuple[Any, ...], EngagementFacts]] = field(default_factory=dict)
+    """Per engagement: the rows its facts were built from (the engagement's with a digest of its settings,
+    its people, chat zones, deliverable days and hand-over tasks), and the facts."""
+
+    async def load(self, session: AsyncSession) -> list[EngagementFacts]:
+        """Every engagement's facts, ordered by slug."""
+        rows = {
+            row[0]: (*row[:-1], hashlib.blake2b(row[-1].encode(), digest_size=16).digest())
+            for row in await session.execute(select(*ENGAGEMENT_COLUMNS).order_by(Engagement.slug))
+        }
+        people: dict[int, list[PersonRow]] = {}
+        for row in await session.execute(
+            select(Person.engagement_id, *PERSON_COLUMNS).order_by(Person.engagement_id, Person.id)
+        ):
+            people.setdefault(row[0], []).append(_person_row(row[1:]))
+        zones: dict[int, list[tuple[int, str | None]]] = {}
+        for engagement_id, person_id, zone in await session.execute(
+            select(ChatIdentity.engagement_id, ChatIdentity.person_id, ChatIdentity.timezone)
+            .where(ChatIdentity.timezone.is_not(None))
+            .order_by(ChatIdentity.id)
+        ):
+            zones.setdefault(engagement_id, []).append((person_id, zone))
+        days: dict[int, list[int]] = {}
+        for engagement_id, day in await session.execute(
+            select(PlanDeliverable.engagement_id, PlanDeliverable.milestone_day).distinct()
+        ):
+            days.setdefault(engagement_id, []).append(day)
+        tasks: dict[int, list[tuple[str, int]]] = {}
+        for engagement_id, key, before_exit in await session.execute(
+            select(HandoffTask.engagement_id, HandoffTask.key, HandoffTask.due_days_before_exit).order_by(
+                HandoffTask.id
+            )
+        ):
+            tasks.setdefault(engagement_id, []).append((key, before_exit))
+        inputs = {
+            eid: (
+                row,
+                tuple(people.get(eid, ())),
+                tuple(zones.get(eid, ())),
+                tuple(sorted(days.get(eid, ()))),
+                tuple(tasks.get(eid, ())),
+            )
+            for eid, row in rows.items()
+        }
+        changed = {
+            eid for eid, fingerprint in inputs.items() if eid not in self._known or self._known[eid][0] != fingerprint
+        }
+        engagements: dict[int, Engagement] = {}
+        ids = sorted(changed)
+        for first in range(0, len(ids), 500):
+            stmt = select(Engagement).where(Engagement.id.in_(ids[first : first + 500]))
+            engagements.update((e.id, e) for e in (await session.execute(stmt)).scalars())
+        known: dict[int, tuple[tuple[Any, ...], EngagementFacts]] = {}
+        for eid, fingerprint in inputs.items():
+            if eid in engagements:
+                facts = _facts_of(
+                    engagements[eid],
+                    people.get(eid, []),
+                    dict(zones.get(eid, [])),
+                    days.get(eid, []),
+                    tasks.get(eid, []),
+                )
+                known[eid] = (fingerprint, facts)
+            elif eid not in changed:
+                known[eid] = self._known[eid]
+            # else: deleted between the two queries
+        self._known = known
+        return [known[eid][1] for eid in inputs if eid in known]
 
 
 @dataclass(frozen=True)

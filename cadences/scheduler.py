@@ -61,6 +61,7 @@ class CadenceScheduler:
         self._scheduler: AsyncIOScheduler | None = None
         self._lock = asyncio.Lock()
         self._releasing: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def start(self) -> None:
         scheduler = AsyncIOScheduler(
@@ -78,6 +79,7 @@ class CadenceScheduler:
     def shutdown(self) -> None:
         """Stop the wake-ups and give the clock lock back, so another process takes the clock over on its
         next heartbeat rather than when this process exits (the release finishes on the running loop)."""
+        self._stopped = True
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -112,6 +114,8 @@ class CadenceScheduler:
             return Beat(leader, report)
 
     async def _lead(self) -> bool:
+        if self._stopped:  # a heartbeat still running at shutdown must not take back the lock just given up
+            return False
         try:
             return await self.clock_lock.try_hold()
         except Exception:

@@ -1,5 +1,6 @@
-"""Queries for chat installations: workspaces and their engagement, linked channels, identities learned
-from a platform, inbound event ids (retry dedupe) and OAuth state.
+"""Queries for chat installations: workspaces and their engagement (tokens sealed at rest by the column
+type, storage/secrets.py), linked channels, identities learned from a platform, inbound event ids
+(retry dedupe) and OAuth state.
 
 Platform neutral on purpose (no chat SDK here): `platform` is "slack" today and "teams" tomorrow, and the
 bot layer turns these rows into whatever its SDK expects.
@@ -11,10 +12,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Text, delete, func, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from storage.models import (
     ChatChannel,
@@ -125,6 +127,28 @@ async def uninstall(session: AsyncSession, platform: str, workspace_id: str) -> 
         await session.execute(update(Engagement).where(Engagement.id == row.engagement_id).values(paused=True))
     await session.flush()
     return row.engagement_id
+
+
+async def stored_tokens(session: AsyncSession) -> list[tuple[str, str, str]]:
+    """(platform, workspace id, the token AS STORED — sealed or not) of every workspace holding a token:
+    what `cadence doctor` inspects without opening anything."""
+    raw = type_coerce(ChatWorkspace.bot_token, Text)
+    stmt = (
+        select(ChatWorkspace.platform, ChatWorkspace.workspace_id, raw)
+        .where(ChatWorkspace.bot_token.is_not(None))
+        .order_by(ChatWorkspace.id)
+    )
+    return [(platform, workspace_id, stored) for platform, workspace_id, stored in (await session.execute(stmt)).all()]
+
+
+async def reseal_tokens(session: AsyncSession) -> int:
+    """Write every stored token again, so each is sealed under the first key of CADENCE_SECRET_KEY (after a
+    key is set for the first time, or to rotate keys); returns how many were rewritten."""
+    rows = (await session.execute(select(ChatWorkspace).where(ChatWorkspace.bot_token.is_not(None)))).scalars().all()
+    for row in rows:
+        flag_modified(row, "bot_token")
+    await session.flush()
+    return len(rows)
 
 
 # --- channels --------------------------------------------------------------------------------------

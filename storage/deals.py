@@ -37,6 +37,22 @@ async def open_deals_of(session: AsyncSession, engagement_id: int, owner_id: int
     return (await session.execute(stmt)).scalars().all()
 
 
+async def editable_deals(
+    session: AsyncSession, engagement_id: int, *, owner_id: int | None, search: str = "", limit: int = 100
+) -> tuple[Sequence[Deal], int]:
+    """The open deals a deal form offers, by name, at most `limit`, and how many there are in all (a
+    picker shows a search box when they do not fit). `owner_id` narrows them to one owner's — the caller
+    decides whose deals a person may change; `search` keeps the names containing it (any case)."""
+    stmt = select(Deal).where(Deal.engagement_id == engagement_id, Deal.is_open.is_(True))
+    if owner_id is not None:
+        stmt = stmt.where(Deal.owner_id == owner_id)
+    if search.strip():
+        stmt = stmt.where(func.lower(Deal.name).contains(search.strip().lower(), autoescape=True))
+    total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    deals = (await session.execute(stmt.order_by(func.lower(Deal.name)).limit(limit))).scalars().all()
+    return deals, total
+
+
 async def history(session: AsyncSession, deal_id: int, limit: int = 20) -> Sequence[DealHistory]:
     stmt = select(DealHistory).where(DealHistory.deal_id == deal_id).order_by(DealHistory.id.desc()).limit(limit)
     return (await session.execute(stmt)).scalars().all()

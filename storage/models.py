@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Date,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from storage.secrets import EncryptedText
 from storage.types import Money, UTCDateTime
 
 NAMING = {
@@ -187,10 +189,14 @@ class DealHistory(Base):
     """Append-only: one row per accepted change, with each field's before and after and its channel."""
 
     __tablename__ = "deal_history"
-    __table_args__ = (Index("ix_deal_history_deal_at", "deal_id", "at"),)
+    __table_args__ = (
+        Index("ix_deal_history_deal_at", "deal_id", "at"),
+        # What moved since the last review is a range of one engagement's history by time.
+        Index("ix_deal_history_engagement_at", "engagement_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"), index=True)
+    engagement_id: Mapped[int] = mapped_column(ForeignKey("engagement.id", ondelete="CASCADE"))
     deal_id: Mapped[int] = mapped_column(ForeignKey("deal.id", ondelete="CASCADE"))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
     at: Mapped[datetime]
@@ -267,6 +273,8 @@ class Occurrence(Base):
     __table_args__ = (
         UniqueConstraint("engagement_id", "ritual", "period"),
         Index("ix_occurrence_status_due", "status", "due_at"),
+        # The tick reads the recent occurrences of the engagements with something due.
+        Index("ix_occurrence_engagement_due", "engagement_id", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -430,7 +438,8 @@ class ChatWorkspace(Base):
     engagement_id: Mapped[int | None] = mapped_column(ForeignKey("engagement.id", ondelete="SET NULL"))
     app_id: Mapped[str | None] = mapped_column(String(64))
     bot_id: Mapped[str | None] = mapped_column(String(64))
-    bot_token: Mapped[str | None] = mapped_column(Text)
+    bot_token: Mapped[str | None] = mapped_column(EncryptedText)
+    """Sealed at rest with CADENCE_SECRET_KEY (storage/secrets.py); reads and writes see the token."""
     bot_user_id: Mapped[str | None] = mapped_column(String(64))
     scopes: Mapped[str] = mapped_column(Text, default="")
     installed_by_user_id: Mapped[str | None] = mapped_column(String(64))
@@ -526,3 +535,38 @@ class SentActivity(Base):
     thread_id: Mapped[str | None] = mapped_column(String(200))
     """The root of the channel thread the activity was posted in (None: top level, or a 1:1 chat)."""
     at: Mapped[datetime]
+
+
+# --- request hygiene ---------------------------------------------------------------------------------------
+
+
+class CommandRate(Base):
+    """How many commands one person ran in one minute on one platform workspace: the per-user rate limit,
+    shared by every process through the unique key and an atomic increment (`storage/command_rates.py`)."""
+
+    __tablename__ = "command_rate"
+    __table_args__ = (
+        UniqueConstraint("platform", "workspace_id", "user_id", "window_start"),
+        Index("ix_command_rate_window_start", "window_start"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    workspace_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(128))
+    window_start: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer)
+
+
+# --- platform rate limits --------------------------------------------------------------------------------
+
+
+class RateSlot(Base):
+    """One rate-limit bucket shared by every process (a Slack channel's posts, a workspace's posts, its DM
+    opens): its theoretical arrival time in seconds since the epoch, moved on by each reservation under a
+    row lock (`storage/rate_limits.py`)."""
+
+    __tablename__ = "rate_slot"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tat: Mapped[float] = mapped_column(Double)

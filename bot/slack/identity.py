@@ -1,10 +1,10 @@
-"""Who a Slack request comes from: the workspace's engagement, and the person a Slack user is in it.
+"""Who a Slack request comes from: the person a Slack user is in the workspace's engagement.
 
 A person is recognised by their Slack id when the engagement file (or an earlier match) records one,
-else by the email on their Slack profile, which is then remembered with the profile's time zone (the
-file's zone still wins; see `cadences.rituals.load_facts`). Deactivated Slack users and bots are nobody.
-Lookups are cached for a few minutes per process: a slash command, its modal and its submission arrive
-within seconds and need not ask Slack three times.
+else by the email on their Slack profile, which is then remembered with the profile's time zone — the
+rules of `cadences.people`. Deactivated Slack users and bots are nobody. Lookups are cached for a few
+minutes per process: a slash command, its modal and its submission arrive within seconds and need not
+ask Slack three times.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
-from zoneinfo import available_timezones
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from cadences import people
 from cadences.clock import Clock
-from storage import chat_workspaces
+from cadences.people import SyncReport
 from storage.db import Database
 from storage.models import Engagement, Person
 
@@ -46,7 +45,7 @@ class SlackUser:
         return cls(
             id=str(user["id"]),
             email=(profile.get("email") or None),
-            timezone=tz if isinstance(tz, str) and tz in _zones() else None,
+            timezone=people.known_zone(tz if isinstance(tz, str) else None),
             deleted=bool(user.get("deleted")),
             is_bot=bool(user.get("is_bot")) or user.get("id") == "USLACKBOT",
         )
@@ -56,33 +55,10 @@ class SlackUser:
         return not self.deleted and not self.is_bot
 
 
-@cache
-def _zones() -> set[str]:
-    return available_timezones()
-
-
 @dataclass
 class _Cached:
     value: Any
     until: datetime
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    """What matching the engagement's people to Slack users found."""
-
-    matched: list[str]
-    missing: list[str]
-
-    def summary(self) -> str:
-        text = f"{len(self.matched)} of {len(self.matched) + len(self.missing)} people are matched to Slack users."
-        if self.missing:
-            text += (
-                " Not found in this workspace: "
-                + ", ".join(self.missing)
-                + " — add their `slack:` id (or a Slack account with the same email) to the engagement file."
-            )
-        return text
 
 
 class SlackIdentities:
@@ -138,9 +114,7 @@ class SlackIdentities:
     async def _resolve(
         self, client: AsyncWebClient, team_id: str, engagement: Engagement, user_id: str
     ) -> Person | None:
-        async with self.db.session() as session:
-            known = await chat_workspaces.identity(session, engagement.id, PLATFORM, user_id)
-            person = await session.get(Person, known.person_id) if known is not None else None
+        known, person = await people.stored_identity(self.db, engagement.id, PLATFORM, user_id)
         if person is not None and not person.active:
             return None
         if person is not None and known is not None and known.timezone is not None:
@@ -154,37 +128,25 @@ class SlackIdentities:
             return person
         if profile is None or not profile.usable:
             return None
-        if person is None and profile.email:
-            async with self.db.session() as session:
-                person = await chat_workspaces.person_by_email(session, engagement.id, profile.email)
-        if person is None or not person.active:
-            return None
-        async with self.db.write() as session:
-            await chat_workspaces.remember_identity(
-                session, engagement.id, person.id, PLATFORM, profile.id, profile.timezone
-            )
-        return person
+        return await people.recognise(
+            self.db, engagement.id, PLATFORM, profile.id, email=profile.email, zone=profile.timezone, known=person
+        )
 
     async def sync(self, client: AsyncWebClient, team_id: str, engagement: Engagement) -> SyncReport:
         """Match every active person without a Slack identity by email (users.lookupByEmail), and record
         the profile time zone of those already matched. Run when a workspace is linked."""
-        async with self.db.session() as session:
-            people = await chat_workspaces.active_people(session, engagement.id)
-            known = await chat_workspaces.identities_of(session, engagement.id, PLATFORM)
+        everyone, known = await people.to_match(self.db, engagement.id, PLATFORM)
         matched: list[str] = []
         missing: list[str] = []
-        for person in people:
+        for person in everyone:
             profile = await self._profile_for(client, team_id, person, known.get(person.id))
             if profile is None or not profile.usable:
                 missing.append(person.name)
                 continue
-            async with self.db.write() as session:
-                await chat_workspaces.remember_identity(
-                    session, engagement.id, person.id, PLATFORM, profile.id, profile.timezone
-                )
+            await people.remember(self.db, engagement.id, person.id, PLATFORM, profile.id, profile.timezone)
             matched.append(person.name)
         self.forget(engagement.id)
-        return SyncReport(matched, missing)
+        return SyncReport(matched, missing, platform="Slack", place="this workspace", file_field="`slack:` id")
 
     async def _profile_for(
         self, client: AsyncWebClient, team_id: str, person: Person, user_id: str | None
@@ -202,14 +164,3 @@ class SlackIdentities:
         profile = SlackUser.from_api(response["user"])
         self._put(self._users, (team_id, profile.id), profile)
         return profile
-
-
-async def engagement_for_team(db: Database, team_id: str | None) -> Engagement | None:
-    """The engagement a workspace is linked to (None before `/cadence setup`, or after an uninstall)."""
-    if not team_id:
-        return None
-    async with db.session() as session:
-        row = await chat_workspaces.workspace(session, PLATFORM, team_id)
-        if row is None or row.engagement_id is None or not row.active:
-            return None
-        return await session.get(Engagement, row.engagement_id)

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
 from bot.slack.render import JSONDict, escape
-from cadences.engagement_file import DebriefQuestion
+from cadences.deal_form import DealChoice, DealValues, FieldKind, FormField, fields
+from cadences.debrief_form import DebriefForm
 
 DEAL_FORM = "deal_form"
 NEW_DEAL_FORM = "new_deal_form"
@@ -36,7 +34,6 @@ LABEL_MAX = 2000
 OPTION_TEXT_MAX = 75
 TITLE_MAX = 24
 INPUT_MAX = 3000
-FORECASTS = (("commit", "Commit"), ("best_case", "Best case"), ("pipeline", "Pipeline"), ("omitted", "Omitted"))
 
 
 def _plain(text: str, limit: int = LABEL_MAX) -> JSONDict:
@@ -95,10 +92,11 @@ def _text(action_id: str, initial: str | None = None, *, multiline: bool = False
     return element
 
 
-def _date(action_id: str, initial: date | None) -> JSONDict:
+def _date(action_id: str, initial: str | None) -> JSONDict:
+    """A date picker; `initial` in ISO form."""
     element: JSONDict = {"type": "datepicker", "action_id": action_id}
-    if initial is not None:
-        element["initial_date"] = initial.isoformat()
+    if initial:
+        element["initial_date"] = initial
     return element
 
 
@@ -112,14 +110,6 @@ def _select(action_id: str, options: Sequence[tuple[str, str]], initial: str | N
 
 
 # --- the deal picker ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DealChoice:
-    """A deal as the picker shows it."""
-
-    id: int
-    label: str
 
 
 def deal_picker(
@@ -145,64 +135,23 @@ def deal_options(choices: Sequence[DealChoice]) -> list[JSONDict]:
     return [_option(c.label, str(c.id)) for c in choices[:STATIC_OPTIONS_MAX]]
 
 
-# --- the deal form --------------------------------------------------------------------------------
+# --- the deal form (its fields: cadences.deal_form) ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DealValues:
-    """A deal's editable fields as the form shows them."""
-
-    id: int
-    version: int
-    name: str
-    stage: str
-    amount: Decimal | None
-    close: date | None
-    forecast: str
-    next_step: str | None
-    next_date: date | None
-    risk: str | None
-
-    def as_raw(self) -> dict[str, str]:
-        """What the form would submit untouched, in the `/deal` grammar's field names."""
-        return {
-            "stage": self.stage,
-            "amount": amount_text(self.amount),
-            "close": self.close.isoformat() if self.close else "",
-            "forecast": self.forecast,
-            "next": self.next_step or "",
-            "next_date": self.next_date.isoformat() if self.next_date else "",
-            "risk": self.risk or "",
-        }
-
-
-def amount_text(amount: Decimal | None) -> str:
-    """An amount as a person would type it back: 48000, 48000.5 (no separators, no currency)."""
-    if amount is None:
-        return ""
-    text = f"{amount:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+def _field_block(field: FormField, initial: str | None) -> JSONDict:
+    if field.kind is FieldKind.CHOICE:
+        element = _select(field.key, field.choices, initial)
+    elif field.kind is FieldKind.DATE:
+        element = _date(field.key, initial)
+    else:
+        multiline = field.kind is FieldKind.LONG_TEXT
+        element = _text(field.key, initial, multiline=multiline, placeholder=field.placeholder)
+    return _input(field.key, field.label, element, optional=not field.required, hint=field.hint or None)
 
 
 def _deal_fields(stages: Sequence[tuple[str, str]], values: DealValues | None, *, new: bool) -> list[JSONDict]:
-    raw = values.as_raw() if values else {}
-    blocks = []
-    if new:
-        blocks.append(_input("name", "Deal name", _text("name", placeholder="Globex Corp"), optional=False))
-    blocks += [
-        _input("stage", "Stage", _select("stage", stages, raw.get("stage"))),
-        _input("amount", "Amount", _text("amount", raw.get("amount"), placeholder="48k, $48,000, 1.2m")),
-        _input("close", "Close date", _date("close", values.close if values else None), optional=not new),
-        _input("forecast", "Forecast", _select("forecast", FORECASTS, raw.get("forecast"))),
-        _input("next", "Next step", _text("next", raw.get("next"), placeholder="Send the MSA")),
-        _input("next_date", "Next step by", _date("next_date", values.next_date if values else None)),
-    ]
-    if not new:
-        blocks.append(_input("risk", "Risk", _text("risk", raw.get("risk"), multiline=True)))
-    blocks.append(
-        _input("note", "Note", _text("note", multiline=True), hint="Kept in the deal's history with your name.")
-    )
-    return blocks
+    shown = values.as_raw() if values else {}
+    return [_field_block(field, shown.get(field.key)) for field in fields(stages, new=new)]
 
 
 def deal_form(
@@ -245,28 +194,6 @@ def state_values(view: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def changed_fields(submitted: Mapping[str, str], current: DealValues) -> dict[str, str]:
-    """The fields the person changed, in the `/deal` grammar (untouched fields are not re-sent, so a
-    close date already in the past is not refused when they only changed the next step). A note
-    always counts."""
-    before = current.as_raw()
-    raw = {key: value.strip() for key, value in submitted.items() if key in before and value.strip() != before[key]}
-    note = submitted.get("note", "").strip()
-    if note:
-        raw["note"] = note
-    return raw
-
-
-def new_deal_fields(submitted: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """(name, fields) of the new-deal form, empty fields left out."""
-    fields = {
-        key: value.strip()
-        for key, value in submitted.items()
-        if key in ("stage", "amount", "close", "forecast", "next", "next_date", "note") and value.strip()
-    }
-    return submitted.get("name", "").strip(), fields
-
-
 def field_errors(errors: Mapping[str, str], blocks: Sequence[str], fallback: str) -> dict[str, str]:
     """Errors keyed by block id: a field the form has gets its own; any other (an unknown field, the
     whole deal) is put on `fallback`, joined, so nothing is lost."""
@@ -284,33 +211,17 @@ def block_ids(view: Mapping[str, Any]) -> list[str]:
 # --- debrief --------------------------------------------------------------------------------------
 
 
-def debrief_form(
-    debrief_id: int,
-    title: str,
-    reason: str,
-    questions: Sequence[DebriefQuestion],
-    answers: Mapping[str, Any],
-    meta: Mapping[str, Any],
-) -> JSONDict:
+def debrief_form(form: DebriefForm, meta: Mapping[str, Any]) -> JSONDict:
     """One input per question (a select for a question with choices), the answers so far filled in."""
-    blocks: list[JSONDict] = [{"type": "section", "text": {"type": "mrkdwn", "text": escape(reason)[:3000]}}]
-    for question in questions:
-        answered = str(answers.get(question.key) or "")
+    blocks: list[JSONDict] = [{"type": "section", "text": {"type": "mrkdwn", "text": escape(form.reason)[:3000]}}]
+    for question in form.questions:
+        answered = str(form.answers.get(question.key) or "")
         if question.choices:
             element = _select(question.key, [(c, c) for c in question.choices], answered or None)
         else:
             element = _text(question.key, answered or None, multiline=True)
         blocks.append(_input(question.key, question.text, element))
-    return _view(DEBRIEF_FORM, title, blocks, {**meta, "debrief": debrief_id}, "Save answers")
-
-
-def debrief_answers(submitted: Mapping[str, str], answers: Mapping[str, Any]) -> dict[str, str]:
-    """The answers given or changed in the form (empty inputs are not answers)."""
-    return {
-        key: value.strip()
-        for key, value in submitted.items()
-        if value.strip() and value.strip() != str(answers.get(key) or "")
-    }
+    return _view(DEBRIEF_FORM, form.title, blocks, {**meta, "debrief": form.debrief_id}, "Save answers")
 
 
 # --- forecast call --------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
 - **Exactly once.** Every post carries its delivery key in Slack message metadata
   (`event_type: cadence_delivery`), so after a crash between posting and recording, `find_sent` reads
   the conversation's recent history and finds the message instead of posting it again.
-- **Slack's rules.** Posts are paced per channel (`pacing.Pacer`); slack_sdk's
-  `AsyncRateLimitErrorRetryHandler` honours a 429's `Retry-After` inside the client; errors that no
+- **Slack's rules.** Posts and DM opens are paced (`pacing.Pacer`: per channel, and with Slack's full
+  limits per workspace); a 429 is retried inside the client after its `Retry-After`, through the pacer
+  again (`pacing.PacedRetry`); errors that no
   retry can fix (`channel_not_found`, `account_inactive`, `token_revoked`, ...) become permanent
   `DeliveryFailed`s, everything else transient with Slack's `Retry-After` when there is one.
 - **One message, several posts.** Everything is rendered before anything is posted, so a message that
@@ -31,10 +32,14 @@ from typing import Any, Protocol
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import async_default_handlers
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.pacing import ChannelPacer, Monotonic, Pacer
+from bot.slack.pacing import ChannelPacer, Monotonic, PacedRetry, Pacer
 from bot.slack.render import JSONDict, image_blocks, render_continuations, render_message
 from cadences.attachments import attachment_bytes
 from cadences.messages import Image, Message
@@ -91,14 +96,49 @@ class DirectMessages(Protocol):
         ...
 
 
-def create_client(token: str, *, base_url: str | None = None, max_retry_count: int = 3) -> AsyncWebClient:
+class RateLimitCounter(AsyncRetryHandler):
+    """Calls `hook` for every HTTP 429 a client receives (the metrics count them). It never retries
+    itself, so it goes first in a client's `retry_handlers` and the rate-limit handler after it waits
+    and retries as before."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        super().__init__(max_retry_count=2**31)
+        self.hook = hook
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is not None and response.status_code == 429:
+            self.hook()
+        return False
+
+
+def create_client(
+    token: str,
+    *,
+    base_url: str | None = None,
+    max_retry_count: int = 3,
+    on_rate_limited: Callable[[], None] | None = None,
+) -> AsyncWebClient:
     """An AsyncWebClient that honours 429 `Retry-After` (up to `max_retry_count` times per call) on top of
-    slack_sdk's default connection-error retry. `base_url` is the SLACK_API_URL setting (a local fake)."""
+    slack_sdk's default connection-error retry; a retried post or DM open takes a fresh slot from the
+    pacer that let it through (`pacing.PacedRetry`). `base_url` is the SLACK_API_URL setting (a local
+    fake); `on_rate_limited` is called for each 429 received."""
     url = base_url or DEFAULT_API_URL
+    counting: list[AsyncRetryHandler] = [RateLimitCounter(on_rate_limited)] if on_rate_limited else []
     return AsyncWebClient(
         token=token,
         base_url=url if url.endswith("/") else url + "/",
-        retry_handlers=[*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=max_retry_count)],
+        retry_handlers=[
+            *counting,
+            *async_default_handlers(),
+            PacedRetry(max_retry_count=max_retry_count),
+        ],
     )
 
 
@@ -142,14 +182,19 @@ class ListedChannels:
 
 
 class OpenedDMs:
-    """DM conversations from `conversations.open`, remembered per user for the life of the process."""
+    """DM conversations from `conversations.open`, remembered per user for the life of the process. With a
+    pacer, each open waits for the workspace's `conversations.open` budget (about 50 a minute)."""
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, *, pacer: Pacer | None = None, workspace: str = "") -> None:
         self.client = client
+        self.pacer = pacer
+        self.workspace = workspace
         self._ids: dict[str, str] = {}
 
     async def dm_channel(self, user_id: str) -> str:
         if user_id not in self._ids:
+            if self.pacer is not None:
+                await self.pacer.wait_open(self.workspace)
             response = await self.client.conversations_open(users=user_id)
             self._ids[user_id] = response["channel"]["id"]
         return self._ids[user_id]
@@ -216,8 +261,8 @@ class SlackPort:
         self.client = client
         self.workspace = workspace
         self.channels = channels or ListedChannels(client)
-        self.dms = dms or OpenedDMs(client)
         self.pacer = pacer or ChannelPacer()
+        self.dms = dms or OpenedDMs(client, pacer=self.pacer, workspace=workspace)
         self.attachments = attachments
         self.history_limit = history_limit
 

@@ -18,13 +18,14 @@ second tap.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from bot.teams.render import CARD_SCHEMA, CARD_VERSION, escape
-from cadences.engagement_file import DebriefQuestion
+from cadences.deal_form import DealChoice, DealValues, FieldKind, FormField, amount_text, fields
+from cadences.deal_form import changed_fields as fields_changed
+from cadences.debrief_form import DebriefForm, changed_answers
 from cadences.messages import Actions, Block, Button, DealItem, DealList, Message, Paragraph
 
 JSONDict = dict[str, Any]
@@ -41,8 +42,9 @@ ANSWER_PREFIX = "answer_"
 PICK_INPUT = "deal"
 CHOICES_MAX = 100
 INPUT_MAX = 3000
-FORECASTS = (("commit", "Commit"), ("best_case", "Best case"), ("pipeline", "Pipeline"), ("omitted", "Omitted"))
-DEAL_INPUTS = ("stage", "amount", "close", "forecast", "next", "next_date", "risk", "note")
+AMOUNT_PLACEHOLDER = "48000"
+"""Input.Number takes digits only, so not the form's usual "48k, $48,000" example."""
+DEAL_INPUTS = tuple(f.key for f in fields((), new=False))
 
 
 # --- elements -------------------------------------------------------------------------------------
@@ -162,61 +164,28 @@ def form_data(value: Mapping[str, Any] | None) -> tuple[str, dict[str, Any], dic
     return str(own["form"]), dict(own), inputs
 
 
-# --- the deal form --------------------------------------------------------------------------------
+# --- the deal form (its fields: cadences.deal_form) ------------------------------------------------
 
 
-def amount_text(amount: Decimal | None) -> str:
-    """An amount as a person would type it back: 48000, 48000.5 (no separators, no currency)."""
-    if amount is None:
-        return ""
-    text = f"{amount:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-@dataclass(frozen=True)
-class DealValues:
-    """A deal's editable fields as the form shows them."""
-
-    id: int
-    version: int
-    name: str
-    stage: str
-    amount: Decimal | None
-    close: date | None
-    forecast: str
-    next_step: str | None
-    next_date: date | None
-    risk: str | None
-
-    def as_raw(self) -> dict[str, str]:
-        """What the form would submit untouched, in the `/deal` grammar's field names."""
-        return {
-            "stage": self.stage,
-            "amount": amount_text(self.amount),
-            "close": self.close.isoformat() if self.close else "",
-            "forecast": self.forecast,
-            "next": self.next_step or "",
-            "next_date": self.next_date.isoformat() if self.next_date else "",
-            "risk": self.risk or "",
-        }
+def _field_input(field: FormField, value: str | None) -> JSONDict:
+    """One input of the deal form. An input has no hint line in Adaptive Cards 1.5, so a hint goes in
+    its label, in brackets."""
+    if field.kind is FieldKind.CHOICE:
+        return _choices(field.key, field.label, field.choices, value, required=field.required)
+    if field.kind is FieldKind.DATE:
+        return _input_date(field.key, field.label, value, required=field.required)
+    if field.kind is FieldKind.AMOUNT:
+        return _input_number(field.key, field.label, value, placeholder=AMOUNT_PLACEHOLDER)
+    hint = field.hint.rstrip(".")
+    label = f"{field.label} ({hint[:1].lower()}{hint[1:]})" if hint else field.label
+    multiline = field.kind is FieldKind.LONG_TEXT
+    return _input_text(
+        field.key, label, value, multiline=multiline, placeholder=field.placeholder, required=field.required
+    )
 
 
 def _deal_inputs(stages: Sequence[tuple[str, str]], shown: Mapping[str, str], *, new: bool) -> list[JSONDict]:
-    inputs = []
-    if new:
-        inputs.append(_input_text("name", "Deal name", shown.get("name"), placeholder="Globex Corp", required=True))
-    inputs += [
-        _choices("stage", "Stage", stages, shown.get("stage")),
-        _input_number("amount", "Amount", shown.get("amount"), placeholder="48000"),
-        _input_date("close", "Close date", shown.get("close"), required=new),
-        _choices("forecast", "Forecast", FORECASTS, shown.get("forecast")),
-        _input_text("next", "Next step", shown.get("next"), placeholder="Send the MSA"),
-        _input_date("next_date", "Next step by", shown.get("next_date")),
-    ]
-    if not new:
-        inputs.append(_input_text("risk", "Risk", shown.get("risk"), multiline=True))
-    inputs.append(_input_text("note", "Note (kept in the deal's history with your name)", None, multiline=True))
-    return inputs
+    return [_field_input(field, shown.get(field.key)) for field in fields(stages, new=new)]
 
 
 def deal_form(
@@ -241,23 +210,13 @@ def deal_form(
 
 
 def changed_fields(submitted: Mapping[str, str], current: DealValues) -> dict[str, str]:
-    """The fields the person changed, in the `/deal` grammar (untouched fields are not re-sent, so a close
-    date already in the past is not refused when they only changed the next step). Input.Number hands
-    back `48000` or `48000.0`; an amount equal to the current one is no change. A note always counts."""
-    before = current.as_raw()
-    raw: dict[str, str] = {}
-    for key, value in submitted.items():
-        if key not in before:
-            continue
-        typed = value.strip()
-        if key == "amount" and typed and before[key] and _same_amount(typed, before[key]):
-            continue
-        if typed != before[key]:
-            raw[key] = typed
-    note = submitted.get("note", "").strip()
-    if note:
-        raw["note"] = note
-    return raw
+    """`cadences.deal_form.changed_fields` of a card: Input.Number hands back `48000` or `48000.0` for an amount
+    the person did not touch, so an amount equal to the current one is read as the current one."""
+    before = amount_text(current.amount)
+    typed = submitted.get("amount", "").strip()
+    if typed and before and _same_amount(typed, before):
+        submitted = {**submitted, "amount": before}
+    return fields_changed(submitted, current)
 
 
 def _same_amount(typed: str, current: str) -> bool:
@@ -267,7 +226,7 @@ def _same_amount(typed: str, current: str) -> bool:
         return False
 
 
-def deal_picker(choices: Sequence[tuple[int, str]], *, error: str | None = None) -> JSONDict:
+def deal_picker(choices: Sequence[DealChoice], *, error: str | None = None) -> JSONDict:
     """Bare `deal`: choose one of the deals the person may change; submitting sends its form."""
     body = [_title("Update a deal")]
     if error:
@@ -296,34 +255,19 @@ def new_deal_form(
     return _card(body, [_submit("Create", NEW_DEAL_FORM)])
 
 
-def new_deal_fields(submitted: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """(name, fields) of the new-deal form, empty fields left out."""
-    fields = {key: value.strip() for key, value in submitted.items() if key in DEAL_INPUTS and value.strip()}
-    return submitted.get("name", "").strip(), fields
-
-
 # --- debrief --------------------------------------------------------------------------------------
 
 
-def debrief_form(
-    debrief_id: int,
-    title: str,
-    reason: str,
-    questions: Sequence[DebriefQuestion],
-    answers: Mapping[str, Any],
-    *,
-    errors: Mapping[str, str] | None = None,
-    notice: str | None = None,
-) -> JSONDict:
+def debrief_form(form: DebriefForm, *, errors: Mapping[str, str] | None = None, notice: str | None = None) -> JSONDict:
     """One input per question (a choice set for a question with choices), the answers so far filled in,
     errors (keyed by question) under their question."""
-    placed, rest = place_errors(errors or {}, [q.key for q in questions])
-    body = [_title(title), _text(reason)]
+    placed, rest = place_errors(errors or {}, [q.key for q in form.questions])
+    body = [_title(form.title), _text(form.reason)]
     for line in (notice, rest):
         if line:
             body.append(_error(line))
-    for question in questions:
-        answered = str(answers.get(question.key) or "")
+    for question in form.questions:
+        answered = str(form.answers.get(question.key) or "")
         ident = ANSWER_PREFIX + question.key
         if question.choices:
             body.append(_choices(ident, question.text, [(c, c) for c in question.choices], answered or None))
@@ -331,19 +275,15 @@ def debrief_form(
             body.append(_input_text(ident, question.text, answered or None, multiline=True))
         if question.key in placed:
             body.append(_error(placed[question.key]))
-    return _card(body, [_submit("Save answers", DEBRIEF_FORM, debrief=debrief_id)])
+    return _card(body, [_submit("Save answers", DEBRIEF_FORM, debrief=form.debrief_id)])
 
 
 def debrief_answers(submitted: Mapping[str, str], answers: Mapping[str, Any]) -> dict[str, str]:
-    """The answers given or changed in the form, by question key (empty inputs are not answers)."""
-    found: dict[str, str] = {}
-    for ident, value in submitted.items():
-        if not ident.startswith(ANSWER_PREFIX) or not value.strip():
-            continue
-        key = ident[len(ANSWER_PREFIX) :]
-        if value.strip() != str(answers.get(key) or ""):
-            found[key] = value.strip()
-    return found
+    """`cadences.debrief_form.changed_answers` of a card, whose answer inputs are `answer_<question key>`."""
+    typed = {
+        ident[len(ANSWER_PREFIX) :]: value for ident, value in submitted.items() if ident.startswith(ANSWER_PREFIX)
+    }
+    return changed_answers(typed, answers)
 
 
 # --- forecast call --------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The Teams activity handler: Teams activities in, the same `cadences/` services, Adaptive Cards out.
 
 A thin translation layer on botbuilder's `TeamsActivityHandler`; what happens is decided by the command
-router and the deal, debrief and plan services, exactly as for Slack and the console.
+router and the deal, debrief and plan services, exactly as for Slack and the console — and what the forms
+hold, what a submission or a button does and who a user is, in `cadences/` (`deal_form`, `debrief_form`,
+`forecast_form`, `button_actions`, `thread_replies`, `people`), shared with Slack.
 
 - **Every activity** first refreshes its conversation's reference in the database (`DbReferenceStore`),
   so the scheduler can post to people and channels proactively — captured on install, on every message
@@ -30,7 +32,7 @@ import html
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -39,44 +41,31 @@ from botbuilder.core.teams import TeamsActivityHandler, TeamsInfo
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 from botbuilder.schema.teams import TeamInfo, TeamsChannelAccount
 from msrest.exceptions import HttpOperationError
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import Settings
 from bot.teams import cards
-from bot.teams.identity import PLATFORM, TeamsIdentities, TeamsUser, engagement_for_tenant
+from bot.teams.identity import PLATFORM, TeamsIdentities, TeamsUser
 from bot.teams.port import THREAD_MARK, base_conversation, stored_images
 from bot.teams.references import DbReferenceStore, conversation_type, tenant_of
 from bot.teams.render import ADAPTIVE_CARD, ImageData, JSONDict, render_activities, render_card, split_for_limit
 from bot.teams.render import submitted_action as read_button
-from cadences import deal_events, deal_views
-from cadences.authz import Action, allowed, denial
+from cadences import button_actions, deal_events, deal_form, debrief_form, forecast_form, forms
+from cadences.authz import Action
+from cadences.button_actions import StatusChange
 from cadences.clock import Clock
 from cadences.commands import CommandRouter
 from cadences.context import Cadence, Context
-from cadences.deals import (
-    Conflict,
-    DealError,
-    FieldErrors,
-    Outcome,
-    check_can_edit,
-    confirm_deal,
-    create_deal,
-    not_in_engagement,
-    update_deal,
-)
-from cadences.debriefs import answer_debrief, get_debrief, load_view, may_answer
+from cadences.deal_commands import change_intro, confirmation
+from cadences.deals import Conflict, DealError, FieldErrors, not_in_engagement
 from cadences.engagement_file import engagement_settings
 from cadences.grammar import split_invocation
-from cadences.messages import Button, Image, Message, Paragraph, reply
-from cadences.parsing import ParseError, parse_amount
-from cadences.pipeline_metrics import quarter_numbers
-from cadences.pipeline_review import REVIEW
-from cadences.review_commands import record_note_from_thread
+from cadences.messages import Button, Image, Message, reply
+from cadences.people import engagement_for_workspace
+from cadences.thread_replies import record_reply
 from storage import audit, chat_workspaces, teams_refs
 from storage import engagements as engagement_repo
 from storage.db import Database
-from storage.models import Deal, Delivery, Engagement, HandoffTask, Person, PlanDeliverable, Role
+from storage.models import Deal, Delivery, Engagement, Person, Role
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +77,6 @@ NOT_LINKED = (
 SETUP_USAGE = (
     "Type “cadence setup <engagement-slug>” (the slug: in the engagement file) to me in the channel where the "
     "pipeline review should be posted. Only the engagement's CRO can do it."
-)
-NAME_HINT = (
-    "To record this on a deal, start the reply with the deal's name, e.g. “Acme: champion moved to the CFO "
-    "office” (or “Acme: action: send pricing by Dec 4”)."
 )
 COMMAND = re.compile(r"^/[a-z]")
 _TAG = re.compile(r"<(?!/?at[\s>])[^<>]*>", re.IGNORECASE)
@@ -202,7 +187,7 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
-        engagement = await engagement_for_tenant(self.deps.db, tenant_of(activity))
+        engagement = await engagement_for_workspace(self.deps.db, PLATFORM, tenant_of(activity))
         await self.deps.refs.capture(activity, engagement.id if engagement else None)
         if activity.type == ActivityTypes.message and activity.id and not await self._first_sight(activity):
             log.info("Teams message %s was already handled; ignoring the redelivery", activity.id)
@@ -233,7 +218,7 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         self, teams_members_added: list[TeamsChannelAccount], team_info: TeamInfo, turn_context: TurnContext
     ) -> None:
         """The bot was installed: say what it is and how the CRO links it."""
-        engagement = await engagement_for_tenant(self.deps.db, tenant_of(turn_context.activity))
+        engagement = await engagement_for_workspace(self.deps.db, PLATFORM, tenant_of(turn_context.activity))
         if engagement is not None:
             text = f"Hi, I'm Cadence, the operating cadence of {engagement.company}. Type “help” to see what I can do."
         elif conversation_type(turn_context.activity) == teams_refs.PERSONAL:
@@ -353,32 +338,21 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         return await self._open_deal_form(asker, int(value))
 
     async def _open_deal_form(self, asker: Asker, deal_id: int) -> CardAnswer:
-        ctx = asker.context(self.deps)
-        async with self.deps.db.session() as session:
-            deal = await session.get(Deal, deal_id)
-            stages, keys = await _stages(session, asker.engagement.id)
-        if deal is None or deal.engagement_id != asker.engagement.id:
-            return CardAnswer(replies=[reply("That deal is no longer in the pipeline.")])
         try:
-            await check_can_edit(ctx, deal)
+            values, stages = await deal_form.values_to_edit(asker.context(self.deps), deal_id)
         except DealError as exc:
             return CardAnswer(replies=[reply(exc.message)])
-        return CardAnswer(forms=[cards.deal_form(deal_values(deal, keys[deal.stage_id]), stages)])
+        return CardAnswer(forms=[cards.deal_form(values, stages)])
 
     async def _deal_confirm(
         self, turn_context: TurnContext, asker: Asker, value: str, command: str | None
     ) -> CardAnswer:
         """Still accurate: recorded, and the card shows "✓ Still accurate" for that deal instead of its buttons."""
-        ctx = asker.context(self.deps)
         deal_id = int(value)
         try:
-            outcome = await confirm_deal(ctx, deal_id)
+            line = await button_actions.still_accurate(asker.context(self.deps), deal_id, "card")
         except DealError as exc:
-            await self._audit(ctx, "deal.confirm", exc.outcome, f"deal:{deal_id}", {"via": "card"})
             return CardAnswer(replies=[reply(exc.message)])
-        await self._audit(ctx, "deal.confirm", "ok", f"deal:{deal_id}", {"via": "card"})
-        await deal_events.publish(ctx, outcome)
-        line = f"✓ Still accurate — {outcome.deal.name}, confirmed by {_name(asker)}"
 
         def done(button: Button) -> bool:
             return button.action_id in ("deal_confirm", "deal_update") and button.value == str(deal_id)
@@ -393,55 +367,45 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         self, turn_context: TurnContext, asker: Asker, value: str, command: str | None
     ) -> CardAnswer:
         """A check-in's status button: `cadence deliverable <key> status=<status>`."""
-        row_id, _, status = value.partition(":")
-        async with self.deps.db.session() as session:
-            row = await session.get(PlanDeliverable, int(row_id))
-        if row is None or row.engagement_id != asker.engagement.id:
-            return CardAnswer(replies=[reply("That deliverable is no longer in the plan.")])
-        args = f"deliverable {row.key} status={status}"
-        messages = await self.deps.router.run(asker.context(self.deps), "cadence", args, raw=f"/cadence {args}")
-        async with self.deps.db.session() as session:
-            after = await session.get(PlanDeliverable, row.id)
-        if after is None or after.status != status:
-            return CardAnswer(replies=messages)
-        line = f"✓ {row.title}: {status.replace('_', ' ')} (by {_name(asker)})"
-        return await self._settled(
-            turn_context,
-            asker,
-            lambda b: b.action_id == "deliverable_status" and b.value.startswith(f"{row.id}:"),
-            line,
-        )
+        try:
+            change = await button_actions.deliverable_status(asker.context(self.deps), self.deps.router, value)
+        except DealError as exc:
+            return CardAnswer(replies=[reply(exc.message)])
+
+        def done(button: Button) -> bool:
+            return button.action_id == "deliverable_status" and button.value.startswith(f"{change.target_id}:")
+
+        return await self._settle_status(turn_context, asker, change, done)
 
     async def _handoff_status(
         self, turn_context: TurnContext, asker: Asker, value: str, command: str | None
     ) -> CardAnswer:
         """Mark done: `cadence handoff <key> done`."""
-        task_id, _, status = value.partition(":")
-        async with self.deps.db.session() as session:
-            task = await session.get(HandoffTask, int(task_id))
-        if task is None or task.engagement_id != asker.engagement.id:
-            return CardAnswer(replies=[reply("That hand-over task is no longer on the list.")])
-        words = "done" if status == "done" else "open"
-        args = f"handoff {task.key} {words}"
-        messages = await self.deps.router.run(asker.context(self.deps), "cadence", args, raw=f"/cadence {args}")
-        async with self.deps.db.session() as session:
-            after = await session.get(HandoffTask, task.id)
-        if after is None or after.status != status:
-            return CardAnswer(replies=messages)
-        line = f"✓ {task.title}: {status} (by {_name(asker)})"
-        return await self._settled(
-            turn_context,
-            asker,
-            lambda b: b.action_id in ("handoff_status", "handoff_assign") and b.value.split(":")[0] == str(task.id),
-            line,
-        )
+        try:
+            change = await button_actions.handoff_status(asker.context(self.deps), self.deps.router, value)
+        except DealError as exc:
+            return CardAnswer(replies=[reply(exc.message)])
+
+        def done(button: Button) -> bool:
+            used = button.action_id in ("handoff_status", "handoff_assign")
+            return used and button.value.split(":")[0] == str(change.target_id)
+
+        return await self._settle_status(turn_context, asker, change, done)
+
+    async def _settle_status(
+        self, turn_context: TurnContext, asker: Asker, change: StatusChange, done: cards.ButtonTest
+    ) -> CardAnswer:
+        """The buttons `done` picks give way to the line saying what was done; else the command's answer."""
+        if change.done is None:
+            return CardAnswer(replies=change.messages)
+        return await self._settled(turn_context, asker, done, change.done)
 
     async def _handoff_assign(self, _: TurnContext, asker: Asker, value: str, command: str | None) -> CardAnswer:
         """Assign needs a name, so it answers with the command to type."""
-        async with self.deps.db.session() as session:
-            task = await session.get(HandoffTask, int(value))
-        if task is None or task.engagement_id != asker.engagement.id:
-            return CardAnswer(replies=[reply("That hand-over task is no longer on the list.")])
+        try:
+            task = await button_actions.handoff_task(asker.context(self.deps), int(value))
+        except DealError as exc:
+            return CardAnswer(replies=[reply(exc.message)])
         return CardAnswer(replies=[reply(f"Who takes over “{task.title}”? Type: cadence handoff {task.key} to=@name")])
 
     async def _run_command(self, _: TurnContext, asker: Asker, value: str, command: str | None) -> CardAnswer:
@@ -503,170 +467,108 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         ctx = asker.context(self.deps)
         async with self.deps.db.session() as session:
             deal = await session.get(Deal, int(data.get("deal") or 0))
-            stages, keys = await _stages(session, asker.engagement.id)
+            stages = await deal_form.form_stages(session, asker.engagement.id)
         if deal is None or deal.engagement_id != asker.engagement.id:
-            return CardAnswer(card=render_card(reply("That deal is no longer in the pipeline.")))
+            return CardAnswer(card=render_card(reply(deal_form.GONE)))
         seen = int(data["version"]) if str(data.get("version", "")).isdigit() else deal.version
-        values = deal_values(deal, keys[deal.stage_id])
-        target = f"deal:{deal.id}"
-        detail: dict[str, Any] = {"form": {k: v for k, v in inputs.items() if v}, "version": seen}
-        if deal.version != seen:
-            await self._audit(ctx, "deal.update", "conflict", target, detail)
-            return CardAnswer(card=cards.deal_form(values, stages, notice=Conflict(deal).message))
-        raw = cards.changed_fields(inputs, values)
-        if not raw:
-            notice = "Nothing changed: edit a field or add a note."
-            return CardAnswer(card=cards.deal_form(values, stages, submitted=inputs, notice=notice))
+        values = stages.values(deal)
         try:
-            outcome = await update_deal(ctx, deal.id, raw, expected_version=seen)
+            outcome = await deal_form.save_update(ctx, deal, inputs, cards.changed_fields(inputs, values), seen=seen)
         except FieldErrors as exc:
-            await self._audit(ctx, "deal.update", exc.outcome, target, {**detail, "errors": exc.errors})
-            return CardAnswer(card=cards.deal_form(values, stages, submitted=inputs, errors=exc.errors))
+            return CardAnswer(card=cards.deal_form(values, stages.choices, submitted=inputs, errors=exc.errors))
         except Conflict as exc:
-            await self._audit(ctx, "deal.update", exc.outcome, target, detail)
-            current = deal_values(exc.deal, keys[exc.deal.stage_id])
-            return CardAnswer(card=cards.deal_form(current, stages, notice=exc.message))
+            return CardAnswer(card=cards.deal_form(stages.values(exc.deal), stages.choices, notice=exc.message))
         except DealError as exc:
-            await self._audit(ctx, "deal.update", exc.outcome, target, detail)
             if exc.outcome == "denied":
                 return CardAnswer(card=render_card(reply(exc.message)), status=exc.message)
-            return CardAnswer(card=cards.deal_form(values, stages, submitted=inputs, notice=exc.message))
-        changes = {"changes": outcome.changes, "events": outcome.events}
-        await self._audit(ctx, f"deal.{outcome.kind}", "ok", target, {**detail, **changes})
+            return CardAnswer(card=cards.deal_form(values, stages.choices, submitted=inputs, notice=exc.message))
         await deal_events.publish(ctx, outcome)
-        intro = {"won": f"Congratulations — {deal.name} is won!", "lost": f"{deal.name} marked as lost."}.get(
-            outcome.kind, f"Updated {outcome.deal.name}." if outcome.changes else f"Note added to {deal.name}."
-        )
-        return CardAnswer(card=render_card(await deal_confirmation(ctx, outcome, intro)), status=intro)
+        intro = change_intro(deal.name, outcome)
+        return CardAnswer(card=render_card(await confirmation(ctx, outcome, intro)), status=intro)
 
     async def _create_deal(self, asker: Asker, inputs: dict[str, str]) -> CardAnswer:
         ctx = asker.context(self.deps)
-        name, raw = cards.new_deal_fields(inputs)
         async with self.deps.db.session() as session:
-            stages = [
-                (s.key, s.name) for s in await engagement_repo.stages(session, asker.engagement.id) if s.kind == "open"
-            ]
-        detail: dict[str, Any] = {"form": {"name": name, **raw}}
+            stages = (await deal_form.form_stages(session, asker.engagement.id, new=True)).choices
         try:
-            outcome = await create_deal(ctx, name, raw)
+            outcome = await deal_form.save_new(ctx, inputs)
         except FieldErrors as exc:
-            await self._audit(ctx, "deal.create", exc.outcome, None, {**detail, "errors": exc.errors})
             return CardAnswer(card=cards.new_deal_form(stages, submitted=inputs, errors=exc.errors))
         except DealError as exc:
-            await self._audit(ctx, "deal.create", exc.outcome, None, detail)
             return CardAnswer(card=cards.new_deal_form(stages, submitted=inputs, notice=exc.message))
-        await self._audit(ctx, "deal.create", "ok", f"deal:{outcome.deal.id}", {**detail, "changes": outcome.changes})
         await deal_events.publish(ctx, outcome)
         intro = f"Created {outcome.deal.name}."
-        return CardAnswer(card=render_card(await deal_confirmation(ctx, outcome, intro)), status=intro)
+        return CardAnswer(card=render_card(await confirmation(ctx, outcome, intro)), status=intro)
 
     async def _save_debrief(self, asker: Asker, debrief_id: int, inputs: dict[str, str]) -> CardAnswer:
         ctx = asker.context(self.deps)
-        async with self.deps.db.session() as session:
-            try:
-                debrief = await get_debrief(session, asker.engagement.id, debrief_id)
-            except DealError as exc:
-                return CardAnswer(card=render_card(reply(exc.message)))
-        raw = cards.debrief_answers(inputs, debrief.answers)
-        target = f"debrief:{debrief_id}"
+        try:
+            answers = await debrief_form.answers_so_far(ctx, debrief_id)
+        except DealError as exc:
+            return CardAnswer(card=render_card(reply(exc.message)))
+        raw = cards.debrief_answers(inputs, answers)
         if not raw:
             return CardAnswer(
-                card=_as_card(await self._debrief_card(asker, debrief_id, notice="Answer at least one question."))
+                card=_as_card(await self._debrief_card(asker, debrief_id, notice=debrief_form.NO_ANSWERS))
             )
         try:
-            answered = await answer_debrief(ctx, debrief_id, raw)
+            text = await debrief_form.save_answers(ctx, debrief_id, raw)
         except FieldErrors as exc:
-            await self._audit(ctx, "debrief.answer", exc.outcome, target, {"answers": raw, "errors": exc.errors})
             return CardAnswer(card=_as_card(await self._debrief_card(asker, debrief_id, errors=exc.errors, typed=raw)))
         except DealError as exc:
-            await self._audit(ctx, "debrief.answer", exc.outcome, target, {"answers": raw})
             return CardAnswer(card=render_card(reply(exc.message)), status=exc.message)
-        await self._audit(
-            ctx, "debrief.answer", "ok", target, {"answers": answered.saved, "complete": answered.completed}
-        )
-        deal = answered.view.deal.name
-        if answered.completed:
-            text = f"Thanks — debrief #{debrief_id} on {deal} is complete."
-        elif answered.still_missing:
-            text = f"Saved. Still to answer for debrief #{debrief_id}: " + "; ".join(
-                q.text for q in answered.still_missing
-            )
-        else:
-            text = f"Updated debrief #{debrief_id} on {deal}."
         return CardAnswer(card=render_card(reply(text)), status=text)
 
     async def _call_forecast(self, asker: Asker, inputs: dict[str, str]) -> CardAnswer:
-        """Amounts are checked here (errors under each); the call itself is the `pipeline forecast`
+        """Amounts are checked first (errors under each); the call itself is the `pipeline forecast`
         command, so its rules (who may call, a note for a big change) and its audit are the command's."""
-        currency = asker.engagement.currency
-        errors: dict[str, str] = {}
-        amounts: dict[str, Any] = {}
-        for key in ("commit", "best_case"):
-            try:
-                money = parse_amount(inputs.get(key, ""), currency)
-            except ParseError as exc:
-                errors[key] = exc.message
-                continue
-            if money.currency != currency:
-                errors[key] = f"This engagement reports in {currency}; give the amount in {currency}."
-            amounts[key] = money.amount
-        if not errors and amounts["best_case"] < amounts["commit"]:
-            errors["best_case"] = "Best case includes commit, so it can't be below it."
-        note = inputs.get("note", "").strip()
-        if errors:
-            quarter = await self._quarter(asker)
+        ctx = asker.context(self.deps)
+        try:
+            args = forecast_form.call_args(inputs, asker.engagement.currency)
+        except FieldErrors as exc:
+            quarter = await forecast_form.quarter_label(ctx)
+            note = inputs.get("note", "").strip()
             card = cards.forecast_form(
-                quarter, inputs.get("commit", ""), inputs.get("best_case", ""), note=note, errors=errors
+                quarter, inputs.get("commit", ""), inputs.get("best_case", ""), note=note, errors=exc.errors
             )
             return CardAnswer(card=card)
-        quoted = note.replace('"', "'")
-        args = f"forecast commit={amounts['commit']} best={amounts['best_case']}" + (
-            f' note="{quoted}"' if note else ""
-        )
-        messages = await self.deps.router.run(asker.context(self.deps), "pipeline", args, raw=f"/pipeline {args}")
+        messages = await self.deps.router.run(ctx, "pipeline", args, raw=f"/pipeline {args}")
         first, rest = messages[0], messages[1:]
         return CardAnswer(card=render_card(first), replies=rest, status=first.text)
 
     # --- opening forms ----------------------------------------------------------------------------
 
     async def _deal_picker(self, asker: Asker, *, error: str | None = None) -> JSONDict | Message:
-        person = asker.person
-        if person is None:
-            return reply(not_in_engagement(asker.context(self.deps)))
-        if not allowed(person, Action.EDIT_DEAL, owns=True):
-            return reply(denial(Action.EDIT_DEAL))
+        try:
+            person = forms.opener(asker.context(self.deps), Action.EDIT_DEAL, owns=True)
+        except DealError as exc:
+            return reply(exc.message)
         async with self.deps.db.session() as session:
-            choices = await editable_deals(session, asker.engagement.id, person, cards.CHOICES_MAX + 1)
+            choices, _ = await deal_form.editable_choices(
+                session, asker.engagement.id, person, limit=cards.CHOICES_MAX + 1
+            )
         if not choices:
             return reply('You have no open deals to update. Add one with: deal new "Name" amount=... close=...')
         return cards.deal_picker(choices, error=error)
 
     async def _new_deal_form(self, asker: Asker) -> JSONDict | Message:
-        if asker.person is None:
-            return reply(not_in_engagement(asker.context(self.deps)))
-        if not allowed(asker.person, Action.CREATE_DEAL):
-            return reply(denial(Action.CREATE_DEAL))
+        try:
+            forms.opener(asker.context(self.deps), Action.CREATE_DEAL)
+        except DealError as exc:
+            return reply(exc.message)
         async with self.deps.db.session() as session:
-            stages = [
-                (s.key, s.name) for s in await engagement_repo.stages(session, asker.engagement.id) if s.kind == "open"
-            ]
-        return cards.new_deal_form(stages)
-
-    async def _quarter(self, asker: Asker) -> str:
-        ctx = asker.context(self.deps)
-        async with self.deps.db.session() as session:
-            return (await quarter_numbers(session, ctx.engagement, ctx.today())).label
+            stages = await deal_form.form_stages(session, asker.engagement.id, new=True)
+        return cards.new_deal_form(stages.choices)
 
     async def _forecast_form(self, asker: Asker) -> JSONDict | Message:
         """Prefilled with this quarter's roll-up (closed won + commit, and + best case) as a starting point."""
-        if asker.person is None:
-            return reply(not_in_engagement(asker.context(self.deps)))
         ctx = asker.context(self.deps)
-        async with self.deps.db.session() as session:
-            numbers = await quarter_numbers(session, ctx.engagement, ctx.today())
-        commit = numbers.won + numbers.rollup.commit
-        best = commit + numbers.rollup.best_case
-        return cards.forecast_form(numbers.label, cards.amount_text(commit), cards.amount_text(best))
+        try:
+            forms.opener(ctx)
+        except DealError as exc:
+            return reply(exc.message)
+        start = await forecast_form.starting_point(ctx)
+        return cards.forecast_form(start.quarter, start.commit, start.best_case)
 
     async def _debrief_card(
         self,
@@ -677,30 +579,12 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         notice: str | None = None,
         typed: Mapping[str, str] | None = None,
     ) -> JSONDict | Message:
-        person = asker.person
-        if person is None:
-            return reply(not_in_engagement(asker.context(self.deps)))
-        settings = engagement_settings(asker.engagement)
-        async with self.deps.db.session() as session:
-            try:
-                debrief = await get_debrief(session, asker.engagement.id, debrief_id)
-            except DealError as exc:
-                return reply(exc.message)
-            if not may_answer(person, debrief):
-                return reply(f"Debrief #{debrief_id} is for its deal's owner to answer (or a manager, or the CRO).")
-            view = await load_view(session, settings, asker.context(self.deps).tz, debrief)
-        if debrief.status == "answered" and not view.questions:
-            return reply(f"Debrief #{debrief_id} has no questions left to answer.")
-        answers = {**debrief.answers, **(typed or {})}
-        return cards.debrief_form(
-            debrief_id,
-            f"Debrief #{debrief_id}",
-            f"{view.reason}.",
-            view.questions,
-            answers,
-            errors=errors,
-            notice=notice,
-        )
+        try:
+            form = await debrief_form.form_for(asker.context(self.deps), debrief_id)
+        except DealError as exc:
+            return reply(exc.message)
+        shown = replace(form, answers={**form.answers, **(typed or {})})
+        return cards.debrief_form(shown, errors=errors, notice=notice)
 
     # --- review thread replies --------------------------------------------------------------------
 
@@ -708,18 +592,15 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         """A reply in the thread of a review post, recorded on the deal it is about; False when the thread
         is not a review's (then the text is answered like any other)."""
         channel = base_conversation(str(turn_context.activity.conversation.id))
-        async with self.deps.db.session() as session:
-            sent = await chat_workspaces.sent_messages(session, asker.engagement.id, PLATFORM, REVIEW)
-            parent = next((d for d in sent if _is(d, channel, root)), None)
-            if parent is None:
-                return False
-            deal_id = _deal_of(parent)
-            if deal_id is None:
-                deal_id, text = await _named_deal(session, sent, parent, text)
-        if deal_id is None:
-            messages = [reply(NAME_HINT)]
-        else:
-            messages = await record_note_from_thread(asker.context(self.deps), deal_id, text)
+
+        def is_parent(delivery: Delivery) -> bool:
+            """Teams stores a thread message's conversation with its `;messageid=` suffix."""
+            ref = delivery.ref or {}
+            return ref.get("message_id") == root and base_conversation(str(ref.get("conversation") or "")) == channel
+
+        messages = await record_reply(asker.context(self.deps), is_parent, text)
+        if messages is None:
+            return False
         await self._say(turn_context, messages)
         return True
 
@@ -835,7 +716,7 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
 
     async def _asker(self, turn_context: TurnContext) -> Asker | None:
         """Who is acting; None when their tenant is not linked to an engagement (then say NOT_LINKED)."""
-        engagement = await engagement_for_tenant(self.deps.db, tenant_of(turn_context.activity))
+        engagement = await engagement_for_workspace(self.deps.db, PLATFORM, tenant_of(turn_context.activity))
         if engagement is None:
             return None
         user = _user(turn_context.activity)
@@ -877,21 +758,6 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
                     found[block.key] = data
         return found
 
-    async def _audit(self, ctx: Context, action: str, outcome: str, target: str | None, detail: dict[str, Any]) -> None:
-        async with ctx.db.session() as session:
-            audit.record(
-                session,
-                at=ctx.now(),
-                channel=ctx.channel,
-                action=action,
-                outcome=outcome,
-                engagement_id=ctx.engagement.id,
-                actor_id=ctx.actor.id if ctx.actor else None,
-                actor_ref=ctx.actor_ref,
-                target=target,
-                detail=detail,
-            )
-
 
 # --- helpers ------------------------------------------------------------------------------------------
 
@@ -910,10 +776,6 @@ def _member_user(member: TeamsChannelAccount) -> TeamsUser:
     )
 
 
-def _name(asker: Asker) -> str:
-    return asker.person.name if asker.person else "someone"
-
-
 def _as_card(card: JSONDict | Message) -> JSONDict:
     return card if isinstance(card, dict) else render_card(card)
 
@@ -929,78 +791,3 @@ def _error_body(message: str) -> JSONDict:
         "type": "application/vnd.microsoft.error",
         "value": {"code": "BadRequest", "message": message},
     }
-
-
-def _is(delivery: Delivery, channel: str, root: str) -> bool:
-    ref = delivery.ref or {}
-    return ref.get("message_id") == root and base_conversation(str(ref.get("conversation") or "")) == channel
-
-
-def _deal_of(delivery: Delivery) -> int | None:
-    subject = delivery.subject or ""
-    return int(subject.split(":", 1)[1]) if subject.startswith("deal:") and subject[5:].isdigit() else None
-
-
-async def _named_deal(
-    session: AsyncSession, sent: Sequence[Delivery], parent: Delivery, text: str
-) -> tuple[int | None, str]:
-    """A reply under the review post names its deal first: "<deal name>: what to record". Only the deals
-    of that review's thread are candidates, so a short name is enough and nothing else is guessed."""
-    head, colon, rest = text.partition(":")
-    if not colon or not head.strip():
-        return None, text
-    ids = [d for d in (_deal_of(x) for x in sent if x.parent_id == parent.id) if d is not None]
-    names = {deal.id: deal.name for deal in [await session.get(Deal, i) for i in ids] if deal is not None}
-    typed = " ".join(head.split()).casefold()
-    exact = [i for i, name in names.items() if name.casefold() == typed]
-    starts = [i for i, name in names.items() if name.casefold().startswith(typed)]
-    found = exact or starts
-    return (found[0], rest.strip()) if len(found) == 1 else (None, text)
-
-
-async def _stages(session: AsyncSession, engagement_id: int) -> tuple[list[tuple[str, str]], dict[int, str]]:
-    stages = await engagement_repo.stages(session, engagement_id)
-    return [(s.key, s.name) for s in stages], {s.id: s.key for s in stages}
-
-
-def deal_values(deal: Deal, stage_key: str) -> cards.DealValues:
-    return cards.DealValues(
-        id=deal.id,
-        version=deal.version,
-        name=deal.name,
-        stage=stage_key,
-        amount=deal.amount,
-        close=deal.close_date,
-        forecast=deal.forecast_category,
-        next_step=deal.next_step,
-        next_date=deal.next_step_date,
-        risk=deal.risk,
-    )
-
-
-async def editable_deals(
-    session: AsyncSession, engagement_id: int, person: Person, limit: int
-) -> list[tuple[int, str]]:
-    """(id, label) of the open deals `person` may change — a rep's own, everyone's for a manager or the
-    CRO (labelled with the owner) — by name, at most `limit`."""
-    stmt = select(Deal).where(Deal.engagement_id == engagement_id, Deal.is_open.is_(True))
-    operator = allowed(person, Action.EDIT_DEAL)
-    if not operator:
-        stmt = stmt.where(Deal.owner_id == person.id)
-    deals = (await session.execute(stmt.order_by(func.lower(Deal.name)).limit(limit))).scalars().all()
-    owners = {p.id: p.name for p in await engagement_repo.people(session, engagement_id, active_only=False)}
-    return [(d.id, f"{d.name} · {owners.get(d.owner_id, '?')}" if operator else d.name) for d in deals]
-
-
-async def deal_confirmation(ctx: Context, outcome: Outcome, intro: str) -> Message:
-    """The deal card after a change, with each field's before → after (as the text command answers)."""
-    async with ctx.db.session() as session:
-        names = await deal_views.load_names(session, ctx.engagement.id, ctx.engagement.currency)
-    card = deal_views.deal_card(outcome.deal, names, intro=intro)
-    blocks = list(card.blocks)
-    lines = deal_views.change_lines(outcome.changes, names) if outcome.kind != "create" else []
-    if lines:
-        blocks.insert(1, Paragraph(text="\n".join(lines)))
-    if outcome.note:
-        blocks.insert(1, Paragraph(text=f"Note: {outcome.note}", muted=True))
-    return Message(text=intro, blocks=blocks, ephemeral=True)

@@ -1,11 +1,10 @@
-"""Who a Teams activity comes from: the engagement of its tenant, and the person a Teams user is in it.
+"""Who a Teams activity comes from: the person a Teams user is in the engagement of their tenant.
 
 A person is recognised by their Microsoft Entra (AAD) object id — the engagement file's `teams:` field,
 or an earlier match — else by the email or user principal name on their Teams profile (TeamsInfo's
 member look-up, done by the caller), which is then remembered with the zone the Teams client reported
-(`localTimezone`; the engagement file's zone still wins, see `cadences.rituals.load_facts`). Misses are
-cached for a few minutes per process, so a stranger typing to the bot does not cost a roster look-up
-per message.
+(`localTimezone`) — the rules of `cadences.people`. Misses are cached for a few minutes per process, so
+a stranger typing to the bot does not cost a roster look-up per message.
 
 No Bot Framework types here: the handler turns `from`/TeamsInfo answers into `TeamsUser`, which keeps
 this module unchanged when the SDK underneath is replaced.
@@ -16,26 +15,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
-from zoneinfo import available_timezones
 
+from cadences import people
 from cadences.clock import Clock
-from storage import chat_workspaces
+from cadences.people import SyncReport
 from storage.db import Database
 from storage.models import Engagement, Person
 
 PLATFORM = "teams"
 MISS_TTL = timedelta(minutes=5)
-
-
-@cache
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
-def known_zone(name: str | None) -> str | None:
-    """An IANA zone name the bot can compute with, or None (Teams clients may send anything)."""
-    return name if name and name in _zones() else None
 
 
 @dataclass(frozen=True)
@@ -55,24 +43,6 @@ class TeamsUser:
 
 MemberLookup = Callable[[], Awaitable[TeamsUser | None]]
 """Fetches the full profile of the user behind an activity (TeamsInfo.get_member), when it is needed."""
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    """What matching the engagement's people to a team's roster found."""
-
-    matched: list[str]
-    missing: list[str]
-
-    def summary(self) -> str:
-        text = f"{len(self.matched)} of {len(self.matched) + len(self.missing)} people are matched to Teams users."
-        if self.missing:
-            text += (
-                " Not found in this team: "
-                + ", ".join(self.missing)
-                + " — add their `teams:` object id (or a Teams account with the same email) to the engagement file."
-            )
-        return text
 
 
 class TeamsIdentities:
@@ -99,33 +69,23 @@ class TeamsIdentities:
         aad = user.aad
         if aad is None:
             return None
-        zone = known_zone(timezone)
-        async with self.db.session() as session:
-            known = await chat_workspaces.identity(session, engagement.id, PLATFORM, aad)
-            person = await session.get(Person, known.person_id) if known is not None else None
+        zone = people.known_zone(timezone)
+        known, person = await people.stored_identity(self.db, engagement.id, PLATFORM, aad)
         if known is not None:
             if person is None or not person.active:
                 return None
             if zone is not None and known.timezone != zone:
-                await self._remember(engagement, person, aad, zone)
+                await people.remember(self.db, engagement.id, person.id, PLATFORM, aad, zone)
             return person
         miss = self._misses.get((engagement.id, aad))
         if miss is not None and miss > self.clock.now():
             return None
         profile = await lookup()
         email = (profile.email if profile else None) or user.email
-        if email:
-            async with self.db.session() as session:
-                person = await chat_workspaces.person_by_email(session, engagement.id, email)
-        if person is None or not person.active:
+        person = await people.recognise(self.db, engagement.id, PLATFORM, aad, email=email, zone=zone)
+        if person is None:
             self._misses[(engagement.id, aad)] = self.clock.now() + self.ttl
-            return None
-        await self._remember(engagement, person, aad, zone)
         return person
-
-    async def _remember(self, engagement: Engagement, person: Person, aad: str, zone: str | None) -> None:
-        async with self.db.write() as session:
-            await chat_workspaces.remember_identity(session, engagement.id, person.id, PLATFORM, aad, zone)
 
     async def sync(self, engagement: Engagement, roster: Iterable[TeamsUser]) -> SyncReport:
         """Match every active person of the engagement to a member of the roster (a team's or a chat's),
@@ -134,12 +94,10 @@ class TeamsIdentities:
         members = list(roster)
         by_aad = {m.aad: m for m in members if m.aad}
         by_email = {m.email.casefold(): m for m in members if m.email}
-        async with self.db.session() as session:
-            people = await chat_workspaces.active_people(session, engagement.id)
-            known = await chat_workspaces.identities_of(session, engagement.id, PLATFORM)
+        everyone, known = await people.to_match(self.db, engagement.id, PLATFORM)
         matched: list[str] = []
         missing: list[str] = []
-        for person in people:
+        for person in everyone:
             member = by_aad.get(known.get(person.id, "")) or (
                 by_email.get(person.email.casefold()) if person.email else None
             )
@@ -147,21 +105,7 @@ class TeamsIdentities:
                 missing.append(person.name)
                 continue
             if known.get(person.id) != member.aad:
-                async with self.db.write() as session:
-                    await chat_workspaces.remember_identity(
-                        session, engagement.id, person.id, PLATFORM, member.aad, None
-                    )
+                await people.remember(self.db, engagement.id, person.id, PLATFORM, member.aad, None)
             matched.append(person.name)
         self.forget(engagement.id)
-        return SyncReport(matched, missing)
-
-
-async def engagement_for_tenant(db: Database, tenant_id: str | None) -> Engagement | None:
-    """The engagement a tenant is linked to (None before `cadence setup`, or after it was unlinked)."""
-    if not tenant_id:
-        return None
-    async with db.session() as session:
-        row = await chat_workspaces.workspace(session, PLATFORM, tenant_id)
-        if row is None or row.engagement_id is None or not row.active:
-            return None
-        return await session.get(Engagement, row.engagement_id)
+        return SyncReport(matched, missing, platform="Teams", place="this team", file_field="`teams:` object id")

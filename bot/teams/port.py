@@ -204,6 +204,8 @@ class TeamsPort:
     backoff: Backoff = field(default_factory=Backoff)
     limit: int = CARD_LIMIT
     platform: str = PLATFORM
+    on_rate_limited: Callable[[], None] | None = None
+    """Called for every HTTP 429 the Bot Connector answers (the metrics count them)."""
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     async def send(self, target: Target, message: Message, *, delivery_key: str) -> SentRef:
@@ -374,6 +376,8 @@ class TeamsPort:
                 status = int(getattr(exc.response, "status_code", 0) or 0)
                 retry_after = _retry_after(exc.response)
                 reason = f"Teams: HTTP {status} {exc} ({where})"
+                if status == 429 and self.on_rate_limited is not None:
+                    self.on_rate_limited()
                 if status in PERMANENT_STATUSES:
                     raise DeliveryFailed(reason, permanent=True) from exc
                 waits = retry_after is None or retry_after <= self.backoff.max_delay

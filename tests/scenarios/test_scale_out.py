@@ -123,13 +123,19 @@ def duplicate_keys(fake: FakeSlack) -> list[str]:
     return sorted({k for k in posted if posted.count(k) > 1})
 
 
-async def kill(process: Process) -> None:
-    """What PostgreSQL sees when a process is killed: its connections go away (the lock's first, which
-    is what hands the clock over). The process never beats again."""
+async def drop_lock_connection(process: Process) -> None:
+    """End the connection holding the clock lock, as PostgreSQL sees it when the process dies or the
+    network between them fails (the timeout waits until the server has released the lock)."""
     pid = await holder_pid(process.db, CLOCK_LOCK)
     assert pid is not None
     async with process.db.engine.connect() as conn:
         assert (await conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})).scalar()
+
+
+async def kill(process: Process) -> None:
+    """A killed process: all its connections go away (the lock's is what hands the clock over), and it
+    never beats again."""
+    await drop_lock_connection(process)
     process.alive = False
     await process.db.dispose()
 
@@ -151,6 +157,7 @@ async def test_only_one_process_holds_the_clock_and_a_clean_stop_hands_it_over(c
     await holder.scheduler.stop()
     holder.alive = False
     assert (await follower.scheduler.beat()).leader is True  # on its next heartbeat
+    assert (await holder.scheduler.beat()).leader is False  # a heartbeat after stopping never takes it back
 
 
 async def test_a_follower_still_delivers_what_is_pending(world: World, cluster: list[Process]) -> None:
@@ -166,6 +173,17 @@ async def test_a_follower_still_delivers_what_is_pending(world: World, cluster: 
             (await session.execute(select(Delivery.claimed_by).where(Delivery.occurrence_id == occ))).scalars()
         )
     assert statuses == {"sent"} and claimers == {"proc-b"}
+
+
+async def test_a_holder_that_lost_its_lock_connection_steps_down(cluster: list[Process]) -> None:
+    first = await beat_all(cluster)
+    holder = next(p for p in cluster if first[p.name].leader)
+    other = next(p for p in cluster if p is not holder)
+    await drop_lock_connection(holder)  # the process lives on, its lock does not
+    assert (await other.scheduler.beat()).leader is True
+    beat = await holder.scheduler.beat()
+    assert beat.leader is False and beat.report is not None  # no split brain: it only delivers now
+    assert leaders(await beat_all(cluster)) == [other.name]
 
 
 # --- a review due in one minute --------------------------------------------------------------------

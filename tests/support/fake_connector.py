@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from aiohttp import web
 from bot.teams.port import THREAD_MARK, Reference, base_conversation
 from bot.teams.render import ADAPTIVE_CARD
 from cadences.ports import SentRef
+from support.local_server import LocalServer
 
 ROUTES = ("create", "send", "reply", "update")
 CARD_ELEMENTS: dict[str, tuple[str, ...]] = {
@@ -137,11 +137,12 @@ class _Answer:
     retry_after: float | None = None
 
 
-class FakeConnector:
+class FakeConnector(LocalServer):
     """The fake. Start it with `async with`; `service_url` is what a stored reference's serviceUrl is."""
 
     def __init__(self, *, token: str | None = None, max_body: int = MAX_BODY) -> None:
         """With `token`, every request must carry `Authorization: Bearer <token>` (else 401)."""
+        super().__init__()
         self.token = token
         self.max_body = max_body
         self.requests: list[Request] = []
@@ -151,29 +152,12 @@ class FakeConnector:
         """AAD object ids whose 1:1 chat cannot be created: the app is not installed for them."""
         self._answers: dict[str, deque[_Answer | None]] = {}
         self._seq = 0
-        self._runner: web.AppRunner | None = None
-        self.root = ""
 
-    async def __aenter__(self) -> FakeConnector:
-        app = web.Application(client_max_size=10 * 1024**2)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/amer/v3/conversations", self._create)
         app.router.add_post("/amer/v3/conversations/{conversation}/activities", self._send)
         app.router.add_post("/amer/v3/conversations/{conversation}/activities/{activity}", self._reply)
         app.router.add_put("/amer/v3/conversations/{conversation}/activities/{activity}", self._update)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.root = f"http://{host}:{port}"
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     @property
     def service_url(self) -> str:

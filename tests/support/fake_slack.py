@@ -5,7 +5,9 @@ It records every call in order with its parsed body (query, form and JSON merged
 answers from a small in-memory workspace (users, channels, messages with metadata, views, files,
 reactions), checks the token, validates posted blocks with slack_sdk's block models the way Slack
 answers `invalid_blocks`, and can be told to fail: the next N calls of a method answer a Slack error
-(`fail`) or HTTP 429 with `Retry-After` (`rate_limit`).
+(`fail`) or HTTP 429 with `Retry-After` (`rate_limit`). Given `limits` (opt-in), it enforces Slack's rate
+limits as the workspace it is — posts per channel and per workspace, DM opens — and answers a call
+beyond them with 429 and the `Retry-After` that would have let it through (`throttled` keeps them).
 
     async with FakeSlack.for_testco() as fake:
         client = AsyncWebClient(token=fake.token, base_url=fake.api_url)
@@ -16,14 +18,18 @@ answers `invalid_blocks`, and can be told to fail: the next N calls of a method 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
+
+from support.local_server import LocalServer
 
 JSON_FIELDS = ("blocks", "metadata", "files", "view", "attachments")
 MAX_BLOCKS = 50
@@ -120,6 +126,39 @@ class Call:
     body: dict[str, Any]
     token: str | None
     http_method: str
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (`time.monotonic`), for benchmarks that time a fan-out by what Slack saw."""
+
+
+@dataclass(frozen=True)
+class SlackRateLimits:
+    """What the fake enforces when given: each a (calls per second, burst) token bucket, per workspace.
+    Slack's documented shape: chat.postMessage about 1 per second per channel with short bursts, a
+    workspace-wide cap on posts, conversations.open (Tier 3) about 50 a minute."""
+
+    post_per_channel: tuple[float, int] = (1.0, 3)
+    post_per_workspace: tuple[float, int] = (10.0, 10)
+    opens: tuple[float, int] = (50 / 60, 3)
+
+
+@dataclass
+class _TokenBucket:
+    """`capacity` tokens, refilled at `rate` a second; a call takes one."""
+
+    rate: float
+    capacity: int
+    tokens: float = 0.0
+    at: float | None = None
+
+    def refill(self, now: float) -> None:
+        self.tokens = (
+            self.capacity if self.at is None else min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        )
+        self.at = now
+
+    def wait(self) -> float:
+        """Seconds until a token is there (0: one is)."""
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
 
 
 @dataclass
@@ -129,7 +168,7 @@ class _Failure:
     retry_after: int | None = None
 
 
-class FakeSlack:
+class FakeSlack(LocalServer):
     """The fake Web API. Start it with `async with`; `api_url` is what SLACK_API_URL would be."""
 
     def __init__(
@@ -140,7 +179,10 @@ class FakeSlack:
         bot_user_id: str = "U0CADENCE",
         users: list[FakeUser] | None = None,
         channels: list[FakeChannel] | None = None,
+        limits: SlackRateLimits | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(client_max_size=20 * 1024**2)
         self.tokens = {token}
         self.token = token
         self.team_id = team_id
@@ -156,8 +198,10 @@ class FakeSlack:
         self.calls: list[Call] = []
         self._failures: dict[str, deque[_Failure | None]] = {}
         self._seq = 0
-        self._runner: web.AppRunner | None = None
-        self.root = ""
+        self.limits = limits
+        self.monotonic = monotonic
+        self.throttled: list[Call] = []
+        self._buckets: dict[str, _TokenBucket] = {}
 
     @classmethod
     def for_testco(cls) -> FakeSlack:
@@ -179,24 +223,9 @@ class FakeSlack:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeSlack:
-        app = web.Application(client_max_size=20 * 1024**2)
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.root = f"http://{host}:{port}"
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     @property
     def api_url(self) -> str:
@@ -256,6 +285,11 @@ class FakeSlack:
             return _error("not_authed")
         if token not in self.tokens:
             return _error("invalid_auth")
+        wait = self._over_limit(method, body)
+        if wait > 0:
+            self.throttled.append(self.calls[-1])
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return _error("unknown_method", status=404)
@@ -274,6 +308,30 @@ class FakeSlack:
             return web.Response(status=404, text="unknown upload", content_type="text/plain")
         found.content = data
         return web.Response(text=f"OK - {len(data)}", content_type="text/plain")
+
+    def _over_limit(self, method: str, body: dict[str, Any]) -> float:
+        """0 when the call is within `limits` (and counted), else the seconds until it would be. A refused
+        call spends nothing, as with Slack."""
+        if self.limits is None:
+            return 0.0
+        if method == "chat.postMessage":
+            named = {
+                f"chat:{body.get('channel')}": self.limits.post_per_channel,
+                "chat": self.limits.post_per_workspace,
+            }
+        elif method == "conversations.open":
+            named = {"open": self.limits.opens}
+        else:
+            return 0.0
+        now = self.monotonic()
+        buckets = [self._buckets.setdefault(key, _TokenBucket(*limit)) for key, limit in named.items()]
+        for bucket in buckets:
+            bucket.refill(now)
+        wait = max(bucket.wait() for bucket in buckets)
+        if wait == 0:
+            for bucket in buckets:
+                bucket.tokens -= 1
+        return wait
 
     # --- methods ------------------------------------------------------------------------------------
 

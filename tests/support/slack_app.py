@@ -31,6 +31,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app import CadenceApp, ChatService, start_chat
 from bot.settings import Settings
 from support.fake_slack import FakeSlack
+from support.local_server import Response, serve_locally
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slack"
@@ -60,11 +61,7 @@ class ResponseSink:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/respond/{name}", self._record)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.root = f"http://{host}:{port}"
+        self._runner, self.root = await serve_locally(app)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -106,15 +103,6 @@ def _words(node: Any) -> str:
 def words(node: Any) -> str:
     """Every text in a Slack payload (blocks, views, messages), joined: what a person would read."""
     return _words(node)
-
-
-@dataclass
-class Response:
-    status: int
-    text: str
-
-    def json(self) -> Any:
-        return json.loads(self.text) if self.text else None
 
 
 @dataclass

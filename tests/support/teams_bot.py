@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -41,6 +40,7 @@ from cadences.rituals import Ritual
 from storage import chat_workspaces, teams_refs
 from support.engagements import SMALL, apply_file
 from support.fake_connector import BOT, CHANNELS, TENANT, FakeConnector
+from support.local_server import Response, serve_locally
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "teams"
 TEAM = CHANNELS["general"]
@@ -203,32 +203,17 @@ def member(who: str) -> dict[str, Any]:
 
 class TeamsFake(FakeConnector):
     """`FakeConnector` with the roster routes `TeamsInfo` uses (one member, and paged members two per page,
-    so paging is exercised). The routes must exist before the server starts, hence the copied start."""
+    so paging is exercised)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.roster = [member(who) for who in AAD]
         self.member_lookups: list[str] = []
 
-    async def __aenter__(self) -> TeamsFake:
-        app = web.Application(client_max_size=10 * 1024**2)
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/amer/v3/conversations/{conversation}/members/{member}", self._member)
         app.router.add_get("/amer/v3/conversations/{conversation}/pagedmembers", self._paged)
-        app.router.add_post("/amer/v3/conversations", self._create)
-        app.router.add_post("/amer/v3/conversations/{conversation}/activities", self._send)
-        app.router.add_post("/amer/v3/conversations/{conversation}/activities/{activity}", self._reply)
-        app.router.add_put("/amer/v3/conversations/{conversation}/activities/{activity}", self._update)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.root = f"http://{host}:{port}"
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await super().__aexit__(exc_type, exc, tb)
+        super().routes(app)
 
     async def _member(self, request: web.Request) -> web.Response:
         wanted = request.match_info["member"]
@@ -246,15 +231,6 @@ class TeamsFake(FakeConnector):
 
 
 # --- the real endpoint ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Response:
-    status: int
-    text: str
-
-    def json(self) -> Any:
-        return json.loads(self.text) if self.text else None
 
 
 @dataclass
@@ -315,13 +291,10 @@ async def serve_teams(
         engine = Engine(world.db, world.clock, rituals, lambda _engagement: port, worker="teams-test")
         deps.cadence = engine
     add_teams_routes(app, deps)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, bound = runner.addresses[0][:2]
+    runner, url = await serve_locally(app)
     try:
         async with aiohttp.ClientSession() as http:
-            yield TeamsDriver(f"http://{host}:{bound}", fake, world, http, deps, engine, port)
+            yield TeamsDriver(url, fake, world, http, deps, engine, port)
     finally:
         await runner.cleanup()
         if port is not None:

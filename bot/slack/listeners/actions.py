@@ -6,13 +6,15 @@ with `action_pattern`. A button's `value` is what the model put there: a deal id
 or the command itself (`run_command`, the options of a debrief `Choice`). Anything else whose value is a
 command runs through the router like typed text, so a new button with a command needs no listener.
 A status button, once it worked, is replaced in its message by a line saying what was done, so the
-message shows the state rather than inviting a second tap.
+message shows the state rather than inviting a second tap. What each button does is decided in
+`cadences.button_actions`, as for Teams; here it becomes Slack's answers and message updates.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
@@ -23,17 +25,63 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack.listeners import home, views
 from bot.slack.listeners.requests import NOT_LINKED, Who, answer, direct, ids, who
 from bot.slack.render import JSONDict, action_pattern, base_action_id, escape
-from cadences import deal_events
-from cadences.deals import DealError, confirm_deal, not_in_engagement
+from cadences import button_actions
+from cadences.button_actions import StatusChange
+from cadences.commands import CommandRouter
+from cadences.context import Context
+from cadences.deals import DealError, not_in_engagement
 from cadences.messages import Message, reply
-from storage import audit
-from storage.models import ActionItem, HandoffTask, PlanDeliverable
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackDeps
 
-Handler = Callable[["SlackDeps", AsyncWebClient, Who, dict[str, Any], dict[str, Any], AsyncRespond], Awaitable[None]]
 COMMAND = re.compile(r"^/[a-z]")
+
+
+@dataclass(frozen=True)
+class Press:
+    """A button or menu used in Slack by `asker`: what a handler acts on, and the ways to answer."""
+
+    deps: SlackDeps
+    client: AsyncWebClient
+    asker: Who
+    body: dict[str, Any]
+    action: dict[str, Any]
+    respond: AsyncRespond
+
+    @property
+    def ctx(self) -> Context:
+        return self.asker.context(self.deps)
+
+    @property
+    def value(self) -> str:
+        """A button's value, or a menu's selected option's."""
+        return value_of(self.action)
+
+    @property
+    def trigger(self) -> str:
+        """The trigger id a modal opens with."""
+        return str(self.body.get("trigger_id") or "")
+
+    async def say(self, messages: list[Message]) -> None:
+        """Answer in the conversation of the message (ephemerally), or in the DM for a Home tab button."""
+        await _say(self.client, self.body, self.respond, self.asker.user_id, messages)
+
+    async def tell(self, line: str) -> None:
+        await self.say([reply(line)])
+
+    async def replace(self, line: str) -> None:
+        """Put `line` in place of the used button's row in its message."""
+        updated = mark_done(self.body, self.action, line)
+        if updated is not None and self.respond.response_url:
+            await self.respond(text=updated["text"], blocks=updated["blocks"], replace_original=True)
+
+    async def refresh_home(self) -> None:
+        if (self.body.get("view") or {}).get("type") == "home":
+            await home.publish(self.deps, self.client, self.asker)
+
+
+Handler = Callable[[Press], Awaitable[None]]
 
 
 def register(app: AsyncApp, deps: SlackDeps) -> None:
@@ -56,8 +104,8 @@ def register(app: AsyncApp, deps: SlackDeps) -> None:
         "deal_update": _deal_update,
         "deal_confirm": _deal_confirm,
         "debrief_open": _debrief_open,
-        "deliverable_status": _deliverable_status,
-        "handoff_status": _handoff_status,
+        "deliverable_status": _status_button(button_actions.deliverable_status),
+        "handoff_status": _status_button(button_actions.handoff_status),
         "handoff_assign": _handoff_assign,
         "action_done": _action_done,
         "review_add_action": _add_action,
@@ -84,7 +132,7 @@ async def _run(
     if asker is None:
         await _say(client, body, respond, user_id, [reply(NOT_LINKED)])
         return
-    await handler(deps, client, asker, body, action, respond)
+    await handler(Press(deps, client, asker, body, action, respond))
 
 
 def value_of(action: dict[str, Any]) -> str:
@@ -95,16 +143,10 @@ def value_of(action: dict[str, Any]) -> str:
 async def _say(
     client: AsyncWebClient, body: dict[str, Any], respond: AsyncRespond, user_id: str, messages: list[Message]
 ) -> None:
-    """Answer in the conversation of the message (ephemerally), or in the DM for a Home tab button."""
     if respond.response_url:
         await answer(respond, messages)
     else:
         await direct(client, user_id, messages)
-
-
-async def _refresh_home(deps: SlackDeps, client: AsyncWebClient, asker: Who, body: dict[str, Any]) -> None:
-    if (body.get("view") or {}).get("type") == "home":
-        await home.publish(deps, client, asker)
 
 
 def mark_done(body: dict[str, Any], action: dict[str, Any], line: str) -> JSONDict | None:
@@ -122,244 +164,97 @@ def mark_done(body: dict[str, Any], action: dict[str, Any], line: str) -> JSONDi
     return {"text": message.get("text") or line, "blocks": blocks}
 
 
-async def _replace(respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any], line: str) -> None:
-    updated = mark_done(body, action, line)
-    if updated is not None and respond.response_url:
-        await respond(text=updated["text"], blocks=updated["blocks"], replace_original=True)
-
-
 # --- handlers -------------------------------------------------------------------------------------
 
 
-async def _deal_update(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
+async def _deal_update(press: Press) -> None:
     """Update: the deal form, filled in with the deal's values."""
-
-    async def say(line: str) -> None:
-        await _say(client, body, respond, asker.user_id, [reply(line)])
-
-    deal_id = int(value_of(action))
-    trigger = str(body.get("trigger_id") or "")
-    await views.open_deal_form(deps, client, asker, trigger, say, deal_id=deal_id, meta=views.origin(body))
+    deal_id = int(press.value)
+    meta = views.origin(press.body)
+    await views.open_deal_form(
+        press.deps, press.client, press.asker, press.trigger, press.tell, deal_id=deal_id, meta=meta
+    )
 
 
-async def _deal_confirm(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
+async def _deal_confirm(press: Press) -> None:
     """Still accurate: recorded, and the nudge shows "✓ Still accurate" for that deal instead of its buttons."""
-    ctx = asker.context(deps)
-    deal_id = int(value_of(action))
-    target = f"deal:{deal_id}"
-    if asker.person is None:
-        await _say(client, body, respond, asker.user_id, [reply(not_in_engagement(ctx))])
+    ctx, deal_id = press.ctx, int(press.value)
+    if press.asker.person is None:
+        await press.tell(not_in_engagement(ctx))
         return
     try:
-        outcome = await confirm_deal(ctx, deal_id)
+        line = await button_actions.still_accurate(ctx, deal_id, "button")
     except DealError as exc:
-        await _audit(deps, asker, "deal.confirm", exc.outcome, target)
-        await _say(client, body, respond, asker.user_id, [reply(exc.message)])
+        await press.tell(exc.message)
         return
-    await _audit(deps, asker, "deal.confirm", "ok", target)
-    await deal_events.publish(ctx, outcome)
-    await _replace(respond, body, action, f"✓ Still accurate — {outcome.deal.name}, confirmed by {asker.person.name}")
-    await _refresh_home(deps, client, asker, body)
+    await press.replace(line)
+    await press.refresh_home()
 
 
-async def _debrief_open(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
-    async def say(line: str) -> None:
-        await _say(client, body, respond, asker.user_id, [reply(line)])
-
-    trigger = str(body.get("trigger_id") or "")
-    await views.open_debrief_form(deps, client, asker, trigger, say, int(value_of(action)), views.origin(body))
-
-
-async def _deliverable_status(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
-    """A check-in's status button: `/cadence deliverable <key> status=<status>`."""
-    row_id, _, status = value_of(action).partition(":")
-    async with deps.db.session() as session:
-        row = await session.get(PlanDeliverable, int(row_id))
-    if row is None or row.engagement_id != asker.engagement.id:
-        await _say(client, body, respond, asker.user_id, [reply("That deliverable is no longer in the plan.")])
-        return
-    messages = await deps.router.run(
-        asker.context(deps),
-        "cadence",
-        f"deliverable {row.key} status={status}",
-        raw=f"/cadence deliverable {row.key} status={status}",
+async def _debrief_open(press: Press) -> None:
+    meta = views.origin(press.body)
+    await views.open_debrief_form(
+        press.deps, press.client, press.asker, press.trigger, press.tell, int(press.value), meta
     )
-    async with deps.db.session() as session:
-        after = await session.get(PlanDeliverable, row.id)
-    if after is not None and after.status == status:
-        await _replace(respond, body, action, f"✓ {row.title}: {status.replace('_', ' ')} (by {_name(asker)})")
+
+
+async def _settle(press: Press, change: StatusChange) -> None:
+    """The used button gives way to the line saying what was done; else the command's answer is shown."""
+    if change.done is not None:
+        await press.replace(change.done)
     else:
-        await _say(client, body, respond, asker.user_id, messages)
-    await _refresh_home(deps, client, asker, body)
+        await press.say(change.messages)
+    await press.refresh_home()
 
 
-async def _handoff_status(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
-    """Mark done: `/cadence handoff <key> done`."""
-    task_id, _, status = value_of(action).partition(":")
-    async with deps.db.session() as session:
-        task = await session.get(HandoffTask, int(task_id))
-    if task is None or task.engagement_id != asker.engagement.id:
-        await _say(client, body, respond, asker.user_id, [reply("That hand-over task is no longer on the list.")])
-        return
-    words = "done" if status == "done" else "open"
-    messages = await deps.router.run(
-        asker.context(deps), "cadence", f"handoff {task.key} {words}", raw=f"/cadence handoff {task.key} {words}"
-    )
-    async with deps.db.session() as session:
-        after = await session.get(HandoffTask, task.id)
-    if after is not None and after.status == status:
-        await _replace(respond, body, action, f"✓ {task.title}: {status} (by {_name(asker)})")
-    else:
-        await _say(client, body, respond, asker.user_id, messages)
-    await _refresh_home(deps, client, asker, body)
+def _status_button(change_status: Callable[[Context, CommandRouter, str], Awaitable[StatusChange]]) -> Handler:
+    """A check-in's status button (`/cadence deliverable <key> status=<status>`) or a hand-over task's
+    Mark done (`/cadence handoff <key> done`): `change_status` runs the command."""
+
+    async def on_press(press: Press) -> None:
+        try:
+            change = await change_status(press.ctx, press.deps.router, press.value)
+        except DealError as exc:
+            await press.tell(exc.message)
+            return
+        await _settle(press, change)
+
+    return on_press
 
 
-async def _handoff_assign(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
+async def _handoff_assign(press: Press) -> None:
     """Assign needs a name, so it answers with the command to type."""
-    async with deps.db.session() as session:
-        task = await session.get(HandoffTask, int(value_of(action)))
-    if task is None or task.engagement_id != asker.engagement.id:
-        await _say(client, body, respond, asker.user_id, [reply("That hand-over task is no longer on the list.")])
+    try:
+        task = await button_actions.handoff_task(press.ctx, int(press.value))
+    except DealError as exc:
+        await press.tell(exc.message)
         return
-    await _say(
-        client,
-        body,
-        respond,
-        asker.user_id,
-        [reply(f"Who takes over “{task.title}”? Type /cadence handoff {task.key} to=@name")],
-    )
+    await press.tell(f"Who takes over “{task.title}”? Type /cadence handoff {task.key} to=@name")
 
 
-async def _action_done(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
+async def _action_done(press: Press) -> None:
     """Done #12: `/pipeline done 12`, and the button gives way to a line saying so."""
-    item_id = int(value_of(action))
-    messages = await deps.router.run(
-        asker.context(deps), "pipeline", f"done {item_id}", raw=f"/pipeline done {item_id}"
+    change = await button_actions.action_done(press.ctx, press.deps.router, press.value)
+    await _settle(press, change if press.body.get("message") else replace(change, done=None))
+
+
+async def _add_action(press: Press) -> None:
+    meta = views.origin(press.body)
+    await views.open_action_item_form(
+        press.deps, press.client, press.asker, press.trigger, press.tell, int(press.value), meta
     )
-    async with deps.db.session() as session:
-        item = await session.get(ActionItem, item_id)
-    if item is not None and item.status == "done" and body.get("message"):
-        await _replace(respond, body, action, f"✓ Done: #{item_id} {item.text} (by {_name(asker)})")
-    else:
-        await _say(client, body, respond, asker.user_id, messages)
-    await _refresh_home(deps, client, asker, body)
 
 
-async def _add_action(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
-    async def say(line: str) -> None:
-        await _say(client, body, respond, asker.user_id, [reply(line)])
-
-    trigger = str(body.get("trigger_id") or "")
-    await views.open_action_item_form(deps, client, asker, trigger, say, int(value_of(action)), views.origin(body))
-
-
-async def _run_command(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
+async def _run_command(press: Press) -> None:
     """A button or option that carries its command: run it as if typed."""
-    command = value_of(action)
-    messages = await deps.router.handle_text(asker.context(deps), command)
-    await _say(client, body, respond, asker.user_id, messages)
-    await _refresh_home(deps, client, asker, body)
+    messages = await press.deps.router.handle_text(press.ctx, press.value)
+    await press.say(messages)
+    await press.refresh_home()
 
 
-async def _any_command(
-    deps: SlackDeps,
-    client: AsyncWebClient,
-    asker: Who,
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: AsyncRespond,
-) -> None:
-    if COMMAND.match(value_of(action)):
-        await _run_command(deps, client, asker, body, action, respond)
+async def _any_command(press: Press) -> None:
+    if COMMAND.match(press.value):
+        await _run_command(press)
         return
-    name = base_action_id(str(action.get("action_id")))
-    await _say(
-        client,
-        body,
-        respond,
-        asker.user_id,
-        [reply(f"That button ({name}) doesn't work in Slack yet; type the command it stands for instead.")],
-    )
-
-
-def _name(asker: Who) -> str:
-    return asker.person.name if asker.person else "someone"
-
-
-async def _audit(deps: SlackDeps, asker: Who, action: str, outcome: str, target: str) -> None:
-    async with deps.db.session() as session:
-        audit.record(
-            session,
-            at=deps.clock.now(),
-            channel="slack",
-            action=action,
-            outcome=outcome,
-            engagement_id=asker.engagement.id,
-            actor_id=asker.person.id if asker.person else None,
-            actor_ref=f"slack:{asker.user_id}",
-            target=target,
-            detail={"via": "button"},
-        )
+    name = base_action_id(str(press.action.get("action_id")))
+    await press.tell(f"That button ({name}) doesn't work in Slack yet; type the command it stands for instead.")

@@ -1,9 +1,8 @@
 """Events: messages (review thread replies, DMs to the bot) and the app leaving a workspace.
 
-- A reply in a review thread becomes what it says on the deal (a note, or with `action:` / `decision:`
-  an action item or a decision; `cadences.review_commands.record_note_from_thread`). The deal is the
-  subject of the thread's parent message (`deal:<id>`). Slack threads do not nest, so a reply under the
-  review post itself names its deal first ("Acme: champion moved to the CFO office").
+- A reply in a review thread becomes what it says on the deal it is about (a note, or with `action:` /
+  `decision:` an action item or a decision; `cadences.thread_replies`): the deal of the thread's
+  parent message, or the one a reply under the review post names first ("Acme: champion moved").
 - A message in the bot's DM is read as a command, like the console.
 - Edits, deletions, joins and bots' messages are ignored; retried events never reach here twice (the
   dedupe middleware in app.py).
@@ -21,10 +20,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack.identity import PLATFORM
 from bot.slack.listeners.requests import NOT_LINKED, Who, payloads, plain_text, who
 from cadences.messages import Message, reply
-from cadences.pipeline_review import REVIEW
-from cadences.review_commands import record_note_from_thread
+from cadences.thread_replies import record_reply
 from storage import audit, chat_workspaces
-from storage.models import Deal, Delivery
+from storage.models import Delivery
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackDeps
@@ -32,10 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MESSAGE_SUBSCRIPTIONS = ("message.channels", "message.groups", "message.im")
 REPLY_SUBTYPES = (None, "thread_broadcast")
-NAME_HINT = (
-    "To record this on a deal, start the reply with the deal's name, e.g. “Acme: champion moved to the CFO "
-    "office” (or “Acme: action: send pricing by Dec 4”)."
-)
 
 
 def register(app: AsyncApp, deps: SlackDeps) -> None:
@@ -101,47 +95,14 @@ async def _thread_reply(deps: SlackDeps, client: AsyncWebClient, body: dict[str,
     if asker is None:
         return
     channel, thread_ts = str(event["channel"]), str(event["thread_ts"])
-    text = plain_text(event.get("text"))
-    async with deps.db.session() as session:
-        sent = await chat_workspaces.sent_messages(session, asker.engagement.id, PLATFORM, REVIEW)
-        parent = next((d for d in sent if _is(d, channel, thread_ts)), None)
-        if parent is None:
-            return
-        deal_id = _deal_of(parent)
-        if deal_id is None:
-            deal_id, text = await _named_deal(session, sent, parent, text)
-    if deal_id is None:
-        messages = [reply(NAME_HINT)]
-    else:
-        messages = await record_note_from_thread(asker.context(deps), deal_id, text)
-    await _ephemeral(client, channel, thread_ts, asker.user_id, messages)
 
+    def is_parent(delivery: Delivery) -> bool:
+        ref = delivery.ref or {}
+        return ref.get("conversation") == channel and ref.get("message_id") == thread_ts
 
-def _is(delivery: Delivery, channel: str, ts: str) -> bool:
-    ref = delivery.ref or {}
-    return ref.get("conversation") == channel and ref.get("message_id") == ts
-
-
-def _deal_of(delivery: Delivery) -> int | None:
-    subject = delivery.subject or ""
-    return int(subject.split(":", 1)[1]) if subject.startswith("deal:") and subject[5:].isdigit() else None
-
-
-async def _named_deal(session: Any, sent: Any, parent: Delivery, text: str) -> tuple[int | None, str]:
-    """A reply under the review post names its deal first: "<deal name>: what to record". Only the deals
-    of that review's threads are candidates, so a short name is enough and nothing else is guessed."""
-    head, colon, rest = text.partition(":")
-    if not colon or not head.strip():
-        return None, text
-    ids = [d for d in (_deal_of(x) for x in sent if x.parent_id == parent.id) if d is not None]
-    if not ids:
-        return None, text
-    names = {deal.id: deal.name for deal in [await session.get(Deal, i) for i in ids] if deal is not None}
-    typed = " ".join(head.split()).casefold()
-    exact = [i for i, name in names.items() if name.casefold() == typed]
-    starts = [i for i, name in names.items() if name.casefold().startswith(typed)]
-    found = exact or starts
-    return (found[0], rest.strip()) if len(found) == 1 else (None, text)
+    messages = await record_reply(asker.context(deps), is_parent, plain_text(event.get("text")))
+    if messages is not None:
+        await _ephemeral(client, channel, thread_ts, asker.user_id, messages)
 
 
 async def _ephemeral(

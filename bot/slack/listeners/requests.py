@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.identity import PLATFORM, engagement_for_team
+from bot.slack.identity import PLATFORM
 from bot.slack.render import JSONDict, render_continuations, render_message
 from cadences.context import Context
 from cadences.messages import Message
+from cadences.people import engagement_for_workspace
 from storage.models import Engagement, Person
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def ids(body: Mapping[str, Any]) -> tuple[str, str]:
 
 async def who(deps: SlackDeps, client: AsyncWebClient, team_id: str, user_id: str) -> Who | None:
     """Who is asking; None when the workspace is not linked to an engagement (then say `NOT_LINKED`)."""
-    engagement = await engagement_for_team(deps.db, team_id)
+    engagement = await engagement_for_workspace(deps.db, PLATFORM, team_id)
     if engagement is None:
         return None
     person = await deps.people.person(client, team_id, engagement, user_id) if user_id else None

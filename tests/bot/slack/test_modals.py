@@ -10,10 +10,12 @@ import pytest
 from slack_sdk.models.views import View
 
 from bot.slack import modals
+from cadences.deal_form import DealChoice, DealValues, changed_fields
+from cadences.debrief_form import DebriefForm
 from cadences.engagement_file import DEFAULT_DEBRIEF_QUESTIONS
 
 STAGES = [("discovery", "Discovery"), ("qualification", "Qualification"), ("closed_won", "Closed Won")]
-ACME = modals.DealValues(
+ACME = DealValues(
     id=7,
     version=3,
     name="<!channel> & Co",
@@ -36,11 +38,11 @@ def _valid(view: dict[str, object]) -> dict[str, object]:
 @pytest.mark.parametrize(
     "view",
     [
-        modals.deal_form(modals.deal_picker([modals.DealChoice(7, "Acme")], 1), STAGES, None, {}),
-        modals.deal_form(modals.deal_picker([modals.DealChoice(7, "Acme")], 1), STAGES, ACME, {"response_url": "u"}),
+        modals.deal_form(modals.deal_picker([DealChoice(7, "Acme")], 1), STAGES, None, {}),
+        modals.deal_form(modals.deal_picker([DealChoice(7, "Acme")], 1), STAGES, ACME, {"response_url": "u"}),
         modals.deal_form(None, STAGES, ACME, {}),
         modals.new_deal_form(STAGES, {}),
-        modals.debrief_form(3, "Debrief #3", "Acme was lost.", list(DEFAULT_DEBRIEF_QUESTIONS["lost"]), {}, {}),
+        modals.debrief_form(DebriefForm(3, "Debrief #3", "Acme was lost.", DEFAULT_DEBRIEF_QUESTIONS["lost"], {}), {}),
         modals.forecast_form("FY2027 Q4", "400000", "650000", {}),
         modals.log_note_form(modals.deal_picker([], 150, dispatch=False), "A note", {}),
         modals.action_item_form("Acme", [("jordan", "Jordan Lee")], "jordan", {"deal": 7}),
@@ -61,9 +63,9 @@ def test_the_deal_form_escapes_what_it_shows_but_not_what_it_prefills() -> None:
 
 def test_only_changed_fields_are_submitted_and_a_note_always_counts() -> None:
     untouched = ACME.as_raw()
-    assert modals.changed_fields(untouched, ACME) == {}
+    assert changed_fields(untouched, ACME) == {}
     submitted = {**untouched, "amount": "50k", "next": "", "note": "  Budget confirmed ", "deal": "7"}
-    assert modals.changed_fields(submitted, ACME) == {"amount": "50k", "next": "", "note": "Budget confirmed"}
+    assert changed_fields(submitted, ACME) == {"amount": "50k", "next": "", "note": "Budget confirmed"}
 
 
 def test_field_errors_land_on_their_block_and_the_rest_on_the_fallback() -> None:
@@ -94,6 +96,6 @@ def test_state_values_read_every_kind_of_input() -> None:
 
 
 def test_a_large_pipeline_gets_an_external_select_keeping_the_chosen_deal() -> None:
-    picker = modals.deal_picker([], 250, modals.DealChoice(7, "Acme"))
+    picker = modals.deal_picker([], 250, DealChoice(7, "Acme"))
     assert picker["element"]["type"] == "external_select"
     assert picker["element"]["initial_option"]["value"] == "7"

@@ -135,11 +135,12 @@ async def test_a_rep_cannot_update_another_reps_deal_from_a_modal(slack: SlackDr
     globex = await _deal(slack, "Globex")
     # The form as if opened on Priya's deal (e.g. a forwarded button): Jordan submits it.
     from bot.slack import modals
+    from cadences.deal_form import DealValues
 
     form = modals.deal_form(
         None,
         [("discovery", "Discovery"), ("qualification", "Qualification")],
-        modals.DealValues(
+        DealValues(
             globex.id,
             globex.version,
             "Globex",
@@ -251,8 +252,9 @@ async def test_the_forecast_form_checks_amounts_then_records_the_call(slack: Sla
 
 async def test_a_pipeline_over_100_deals_gets_a_searchable_picker(slack: SlackDriver) -> None:
     from bot.slack import modals
+    from cadences.deal_form import DealChoice
 
-    picker = modals.deal_picker([modals.DealChoice(i, f"Deal {i}") for i in range(100)], total=101)
+    picker = modals.deal_picker([DealChoice(i, f"Deal {i}") for i in range(100)], total=101)
     assert picker["element"]["type"] == "external_select" and picker["element"]["action_id"] == "deal_pick"
     suggestion = {
         "type": "block_suggestion",

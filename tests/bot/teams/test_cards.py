@@ -12,13 +12,15 @@ import pytest
 
 from bot.teams import cards
 from bot.teams.render import CARD_LIMIT, card_size
+from cadences.deal_form import DealValues, new_deal_fields
+from cadences.debrief_form import DebriefForm
 from cadences.engagement_file import DebriefQuestion
 from cadences.messages import Actions, Button, DealItem, DealList, Message, Paragraph
 from support import fake_connector
 from support.fake_connector import card_problems
 
 STAGES = [("discovery", "Discovery"), ("qualification", "Qualification"), ("proposal", "Proposal")]
-ACME = cards.DealValues(
+ACME = DealValues(
     id=7,
     version=3,
     name="Acme [EMEA]",
@@ -134,7 +136,7 @@ def test_the_picker_new_deal_and_forecast_forms_are_valid_cards() -> None:
     assert card_problems(new) == []
     assert inputs(new)["name"]["value"] == "Initech" and inputs(new)["name"]["isRequired"] is True
     assert following(new, "amount")["text"] == "bad"  # type: ignore[index]
-    assert cards.new_deal_fields({"name": " Initech ", "amount": "", "close": "2026-12-31", "note": ""}) == (
+    assert new_deal_fields({"name": " Initech ", "amount": "", "close": "2026-12-31", "note": ""}) == (
         "Initech",
         {"close": "2026-12-31"},
     )
@@ -151,7 +153,7 @@ def test_the_debrief_form_asks_each_question_and_reads_new_answers() -> None:
         DebriefQuestion(key="lesson", text="What would you do differently?"),
     ]
     card = cards.debrief_form(
-        12, "Debrief #12", "Acme was lost", questions, {"reason": "price"}, errors={"lesson": "Too long."}
+        DebriefForm(12, "Debrief #12", "Acme was lost", questions, {"reason": "price"}), errors={"lesson": "Too long."}
     )
     assert card_problems(card) == []
     found = inputs(card)

@@ -22,6 +22,7 @@ from bot.teams.handler import NOT_LINKED
 from bot.teams.render import CARD_LIMIT, card_size
 from cadences import deal_views
 from cadences.authz import Action, denial
+from cadences.deal_form import DealValues
 from cadences.messages import DealList, Message
 from cadences.ritual_catalog import all_rituals
 from cadences.rituals import Due, EngagementFacts, Outgoing, Recipient, RitualRun
@@ -264,7 +265,7 @@ async def test_a_rep_cannot_change_another_reps_deal_from_a_card(world_in_teams:
     world = world_in_teams
     deal = await acme(world)
     form = cards.deal_form(
-        cards.DealValues(
+        DealValues(
             deal.id, deal.version, deal.name, "solution", deal.amount, deal.close_date, "pipeline", None, None, None
         ),
         [("solution", "Solution"), ("proposal", "Proposal")],
