@@ -498,6 +498,8 @@ class Run:
             return None
         if self.rng.random() >= min(0.9, 1.5 * left / max(1, remaining_steps)):
             return None
+        if not any(k.mode == "before reply" for k in self.workers.kills):
+            return "before reply"  # first of all, the case the run exists to prove: posted, never recorded
         roll = self.rng.random()
         return "timer" if roll < 0.5 else "before reply" if roll < 0.75 else "after reply"
 

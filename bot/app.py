@@ -210,7 +210,7 @@ class ChatService:
     async def stop(self) -> None:
         self.refresher.cancel()
         if self.scheduler is not None:
-            self.scheduler.shutdown()
+            await self.scheduler.stop()  # gives the clock lock back before the server stops
         if self.socket is not None:
             await self.socket.close_async()  # type: ignore[no-untyped-call]
         await self.runner.cleanup()

@@ -129,7 +129,7 @@ async def drop_lock_connection(process: Process) -> None:
     pid = await holder_pid(process.db, CLOCK_LOCK)
     assert pid is not None
     async with process.db.engine.connect() as conn:
-        assert (await conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})).scalar()
+        assert (await conn.execute(text("SELECT pg_terminate_backend(:pid, 30000)"), {"pid": pid})).scalar()
 
 
 async def kill(process: Process) -> None:

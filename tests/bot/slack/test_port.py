@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import async_handler, builtin_async_handlers
 from sqlalchemy import select
 
+from bot.slack import pacing
 from bot.slack.pacing import ChannelPacer
 from bot.slack.port import (
     EVENT_TYPE,
@@ -66,7 +67,18 @@ def retry_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     fake_asyncio = SimpleNamespace(sleep=record)
     monkeypatch.setattr(builtin_async_handlers, "asyncio", fake_asyncio)
     monkeypatch.setattr(async_handler, "asyncio", fake_asyncio)
+    monkeypatch.setattr(pacing, "asyncio", _AsyncioSleepingInto(record))  # our paced 429 retry
     return slept
+
+
+class _AsyncioSleepingInto:
+    """`asyncio` for the pacing module, except that `sleep` records instead of waiting."""
+
+    def __init__(self, record: Any) -> None:
+        self.sleep = record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
 
 
 @pytest.fixture
