@@ -50,24 +50,34 @@ SORRY = "Something went wrong on my side and it's been logged. Please try again 
 ErrorReporter = Callable[[BaseException], Awaitable[None]]
 
 
+BACKGROUND_AT_ONCE = 8
+"""How many pieces of work run after their acks at once; the rest wait their turn, in order. A burst of
+commands would otherwise start hundreds of handlers that contend with the acks still arriving for the
+event loop and the database pool (10 connections by default), and an ack late by more than 3 s is an
+error in Slack (bench/ack.py measures it)."""
+
+
 class Background:
     """Work that runs after the ack. Tasks are kept (so they are not garbage collected mid-flight),
-    their failures reported, and `drain` waits for all of them: at shutdown, and in tests."""
+    their failures reported, and `drain` waits for all of them: at shutdown, and in tests. At most
+    `at_once` run at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: int = BACKGROUND_AT_ONCE) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turns = asyncio.Semaphore(at_once)
 
     def spawn(self, work: Coroutine[Any, Any, None], *, what: str, on_error: ErrorReporter | None = None) -> None:
         async def run() -> None:
-            try:
-                await work
-            except Exception as exc:
-                log.exception("background work failed: %s", what)
-                if on_error is not None:
-                    try:
-                        await on_error(exc)
-                    except Exception:
-                        log.exception("could not tell the person about the failure of %s", what)
+            async with self._turns:
+                try:
+                    await work
+                except Exception as exc:
+                    log.exception("background work failed: %s", what)
+                    if on_error is not None:
+                        try:
+                            await on_error(exc)
+                        except Exception:
+                            log.exception("could not tell the person about the failure of %s", what)
 
         task = asyncio.create_task(run(), name=what)
         self._tasks.add(task)

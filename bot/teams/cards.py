@@ -100,7 +100,10 @@ def _input_text(
 def _input_number(ident: str, label: str, value: str | None, *, placeholder: str = "") -> JSONDict:
     element: JSONDict = {"type": "Input.Number", "id": ident, "label": label, "min": 0}
     if value:
-        element["value"] = float(value) if "." in value else int(value)
+        try:
+            element["value"] = float(value) if "." in value else int(value)
+        except ValueError:  # refused text such as "48k" from a client that does not enforce numbers:
+            element = {"type": "Input.Text", "id": ident, "label": label, "value": value}  # keep what was typed
     if placeholder:
         element["placeholder"] = placeholder
     return element
