@@ -180,6 +180,11 @@ async def test_a_holder_that_lost_its_lock_connection_steps_down(cluster: list[P
     holder = next(p for p in cluster if first[p.name].leader)
     other = next(p for p in cluster if p is not holder)
     await drop_lock_connection(holder)  # the process lives on, its lock does not
+    # The server frees the lock when it has finished ending that backend, which is not instant: poll (bounded).
+    for _ in range(100):
+        if (await other.scheduler.beat()).leader:
+            break
+        await asyncio.sleep(0.05)
     assert (await other.scheduler.beat()).leader is True
     beat = await holder.scheduler.beat()
     assert beat.leader is False and beat.report is not None  # no split brain: it only delivers now
