@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the fake Slack lives with the test support code
 
 from common import (  # noqa: E402
+    BACKENDS,
     analyze,
     apply_yaml,
     clone_engagement,
@@ -475,16 +476,11 @@ def table_rows(results: Sequence[dict[str, Any]]) -> list[list[object]]:
 async def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description="Fan-out at Slack's rate limits (benchmark 2).")
     parser.add_argument("--quick", action="store_true", help="3 workspaces x 6 reps, under a minute (what CI runs)")
-    parser.add_argument(
-        "--run",
-        choices=[f"{b}:{p}" for b, p in RUNS],
-        action="append",
-        help="only this run, BACKEND:PROCESSES (repeatable)",
-    )
+    parser.add_argument("--backend", choices=BACKENDS, action="append", help="only this database's runs (repeatable)")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
     facts = await machine()
-    wanted = [(b, int(p)) for b, p in (r.split(":") for r in args.run)] if args.run else list(RUNS)
+    wanted = [(b, p) for b, p in RUNS if b in (args.backend or BACKENDS)]
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     for backend, processes in wanted:

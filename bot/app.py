@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from bot.command_limit import CommandLimit
 from bot.console.port import ConsolePort
 from bot.metrics import Metrics
 from bot.settings import Settings
@@ -234,17 +235,15 @@ async def start_chat(
     ports = ChatPorts(app.db, settings, app.clock, metrics=app.metrics)
     engine = Engine(app.db, app.clock, all_rituals(), ports.port_for)
     deps = slack = socket = None
+    limit = CommandLimit(app.db, app.clock, settings.commands_per_minute, on_limited=app.metrics.count_command_refused)
     if settings.has_slack:
-        from bot.command_limit import CommandLimit, slack_middleware
         from bot.slack.app import SlackDeps, create_slack_app
         from bot.slack.port import RateLimitCounter
 
-        deps = SlackDeps(app.db, app.clock, app.router, cadence=engine, on_workspace_change=ports.refresh)
+        deps = SlackDeps(app.db, app.clock, app.router, cadence=engine, on_workspace_change=ports.refresh, limit=limit)
         slack = create_slack_app(deps, settings)
         # The listeners' client (and, with OAuth, the per-workspace copies Bolt makes of it) counts 429s too.
         slack.client.retry_handlers.insert(0, RateLimitCounter(app.metrics.rate_limit_hook("slack")))
-        limit = CommandLimit(app.db, app.clock, settings.commands_per_minute)
-        slack.middleware(slack_middleware(limit, on_limited=app.metrics.count_command_refused))
         if settings.slack_app_token:
             from bot.slack.app import socket_mode
 
@@ -257,12 +256,16 @@ async def start_chat(
         from bot.teams.handler import TeamsDeps
         from bot.teams.serve import add_teams_routes, teams_port
 
-        teams_deps = TeamsDeps(app.db, app.clock, app.router, settings, cadence=engine, on_link=ports.refresh)
+        teams_deps = TeamsDeps(
+            app.db, app.clock, app.router, settings, cadence=engine, on_link=ports.refresh, limit=limit
+        )
         add_teams_routes(web_app, teams_deps)
         ports.teams = teams_port(teams_deps)
         ports.teams.on_rate_limited = app.metrics.rate_limit_hook("teams")
     await ports.refresh()
-    runner = web.AppRunner(web_app)
+    # No access log: a line per request would be the busiest log line by far and costs each ack its
+    # formatting and redaction; /metrics counts and times every Slack and Teams request instead.
+    runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host or settings.host, settings.port if port is None else port).start()
     scheduler = CadenceScheduler(engine) if run_scheduler else None

@@ -16,8 +16,14 @@ class Cadence(Protocol):
     """What commands may ask of the cadence engine (implemented by `cadences.engine.Engine`)."""
 
     async def trigger(
-        self, engagement: Engagement, ritual: str, period: str, *, detail: dict[str, Any] | None = None,
-        host_id: int | None = None, deliver: bool = True,
+        self,
+        engagement: Engagement,
+        ritual: str,
+        period: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        host_id: int | None = None,
+        deliver: bool = True,
     ) -> int | None: ...
 
     async def update_sent(self, subject: str, message: Any, *, purpose_prefix: str = "") -> int: ...

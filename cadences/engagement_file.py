@@ -183,7 +183,7 @@ def _check_ritual_time(value: Any) -> time:
         text = _need_text(value, '"09:00"')
         match = _TIME_RE.match(text)
         if not match:
-            raise ValueError(f"{text!r} is not a time like \"09:00\" (24-hour HH:MM)")
+            raise ValueError(f'{text!r} is not a time like "09:00" (24-hour HH:MM)')
         parsed = time(int(match.group(1)), int(match.group(2)))
     if parsed.hour == 2:
         raise ValueError(f"{parsed:%H:%M} is not allowed: {DST_MESSAGE}")
@@ -466,21 +466,37 @@ def _questions(*items: tuple[str, str, list[str] | None]) -> tuple[DebriefQuesti
 
 DEFAULT_DEBRIEF_QUESTIONS: dict[str, tuple[DebriefQuestion, ...]] = {
     "won": _questions(
-        ("reason", "What was the main reason we won?",
-         ["champion", "business case", "product fit", "relationship", "price", "timing", "other"]),
+        (
+            "reason",
+            "What was the main reason we won?",
+            ["champion", "business case", "product fit", "relationship", "price", "timing", "other"],
+        ),
         ("turning_point", "What was the moment the deal turned in our favour?", None),
         ("repeat", "What should every rep repeat from this deal?", None),
     ),
     "lost": _questions(
-        ("reason", "What was the main reason we lost?",
-         ["price", "no decision", "competitor", "timing", "product gap", "champion left", "other"]),
+        (
+            "reason",
+            "What was the main reason we lost?",
+            ["price", "no decision", "competitor", "timing", "product gap", "champion left", "other"],
+        ),
         ("competitor", "Which competitor, if any?", None),
         ("differently", "What would you do differently?", None),
     ),
     "slipped": _questions(
-        ("reason", "Why did the close date move?",
-         ["buyer timing", "budget", "legal or procurement", "champion unavailable", "no decision yet",
-          "competing priority", "other"]),
+        (
+            "reason",
+            "Why did the close date move?",
+            [
+                "buyer timing",
+                "budget",
+                "legal or procurement",
+                "champion unavailable",
+                "no decision yet",
+                "competing priority",
+                "other",
+            ],
+        ),
         ("next_step", "What has to happen for it to close on the new date, and by when?", None),
         ("confidence", "How confident are you in the new date?", ["high", "medium", "low"]),
     ),
@@ -554,21 +570,24 @@ def _plan(phase: str, day: int, *items: tuple[str, str]) -> list[PlanItem]:
 
 DEFAULT_PLAN: tuple[PlanItem, ...] = (
     *_plan(
-        "diagnose", 30,
+        "diagnose",
+        30,
         ("revenue_audit", "Revenue audit: pipeline, process, talent, tech/data"),
         ("icp_defined", "ICP defined: size, team structure, tech stack, trigger events, buying committee"),
         ("current_motion", "Current sales motion documented"),
         ("biggest_constraint", "Single biggest constraint named"),
     ),
     *_plan(
-        "build", 60,
+        "build",
+        60,
         ("stage_definitions", "Stages defined by buyer behaviour, with entry and exit criteria"),
         ("crm_architecture", "CRM architecture that reflects the buying journey"),
         ("onboarding_playbook", "Onboarding and ramp playbook"),
         ("metrics_cadence", "Metrics cadence: what is reviewed weekly, monthly and quarterly, and by whom"),
     ),
     *_plan(
-        "operationalize", 90,
+        "operationalize",
+        90,
         ("full_cycle", "Run the system for one full cycle"),
         ("playbook_documented", "Playbook documented"),
         ("internal_owners", "Internal owners named for each ritual"),
@@ -846,8 +865,13 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _index_lines(node: yaml.Node, path: Loc, lines: dict[Loc, int], duplicates: list[tuple[Loc, int, str]],
-                 seen_nodes: frozenset[int] = frozenset()) -> None:
+def _index_lines(
+    node: yaml.Node,
+    path: Loc,
+    lines: dict[Loc, int],
+    duplicates: list[tuple[Loc, int, str]],
+    seen_nodes: frozenset[int] = frozenset(),
+) -> None:
     """Record the line of every mapping key and sequence item, and find duplicate keys (which PyYAML
     would otherwise resolve silently to the last one)."""
     if id(node) in seen_nodes:
@@ -991,8 +1015,11 @@ def check_engagement_file(spec: EngagementFile) -> list[tuple[Loc, str]]:
             problems.append((loc, f"{key!r} is a {stages[key].kind.value} stage; only open stages fit here"))
 
     # Stages: one won, at least one lost and one open, unambiguous CRM labels.
-    for kind, rule in ((StageKind.WON, "exactly one"), (StageKind.LOST, "at least one"),
-                       (StageKind.OPEN, "at least one")):
+    for kind, rule in (
+        (StageKind.WON, "exactly one"),
+        (StageKind.LOST, "at least one"),
+        (StageKind.OPEN, "at least one"),
+    ):
         keys = [s.key for s in spec.stages if s.kind == kind]
         if (kind == StageKind.WON and len(keys) != 1) or not keys:
             found = f"found {len(keys)}" + (f" ({', '.join(keys)})" if keys else "")
@@ -1002,8 +1029,12 @@ def check_engagement_file(spec: EngagementFile) -> list[tuple[Loc, str]]:
         for j, label in enumerate(stage.crm_names):
             folded = label.casefold()
             if folded in crm_owner and crm_owner[folded] != stage.key:
-                problems.append(((("stages", i, "crm_names", j)),
-                                 f"CRM name {label!r} is already mapped to stage {crm_owner[folded]!r}"))
+                problems.append(
+                    (
+                        (("stages", i, "crm_names", j)),
+                        f"CRM name {label!r} is already mapped to stage {crm_owner[folded]!r}",
+                    )
+                )
             crm_owner.setdefault(folded, stage.key)
 
     # People: managers exist, no cycles, chat ids not shared.
@@ -1125,8 +1156,10 @@ class ApplyReport:
         if self.total_changes == 0:
             head = f"Engagement {self.slug!r}: no changes (the file is already in force)."
         else:
-            head = (f"Engagement {self.slug!r} {verb}: {self.created} created, {self.updated} updated, "
-                    f"{self.deactivated} deactivated, {self.deleted} deleted.")
+            head = (
+                f"Engagement {self.slug!r} {verb}: {self.created} created, {self.updated} updated, "
+                f"{self.deactivated} deactivated, {self.deleted} deleted."
+            )
         lines = [head, *(f"  - {c}" for c in self.changes)]
         lines += [f"Warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -1182,9 +1215,7 @@ def _settings_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
-async def apply_engagement(
-    db: Database, spec: EngagementFile, *, now: datetime, dry_run: bool = False
-) -> ApplyReport:
+async def apply_engagement(db: Database, spec: EngagementFile, *, now: datetime, dry_run: bool = False) -> ApplyReport:
     """Create or update the engagement described by `spec`, in one transaction; idempotent.
 
     Upserts by engagement slug and by person, stage, deliverable and hand-over key. People missing from
@@ -1219,10 +1250,19 @@ async def _apply(session: AsyncSession, spec: EngagementFile, now: datetime, rep
     engagement_changes = _Changes()
     if engagement is None:
         engagement = Engagement(
-            slug=eng_spec.slug, company=eng_spec.company, start_date=eng_spec.start, exit_date=eng_spec.exit,
-            timezone=eng_spec.timezone, currency=eng_spec.currency, quota_per_quarter=eng_spec.quota_per_quarter,
-            fiscal_year_start_month=eng_spec.fiscal_year_start_month, holidays=holidays, settings={},
-            paused=False, created_at=now, updated_at=now,
+            slug=eng_spec.slug,
+            company=eng_spec.company,
+            start_date=eng_spec.start,
+            exit_date=eng_spec.exit,
+            timezone=eng_spec.timezone,
+            currency=eng_spec.currency,
+            quota_per_quarter=eng_spec.quota_per_quarter,
+            fiscal_year_start_month=eng_spec.fiscal_year_start_month,
+            holidays=holidays,
+            settings={},
+            paused=False,
+            created_at=now,
+            updated_at=now,
         )
         session.add(engagement)
         await session.flush()
@@ -1268,8 +1308,7 @@ async def _apply_people(
     session: AsyncSession, engagement_id: int, spec: EngagementFile, report: ApplyReport
 ) -> dict[str, Person]:
     existing = {
-        p.key: p
-        for p in (await session.execute(select(Person).where(Person.engagement_id == engagement_id))).scalars()
+        p.key: p for p in (await session.execute(select(Person).where(Person.engagement_id == engagement_id))).scalars()
     }
     key_by_id = {p.id: k for k, p in existing.items()}
     changes: dict[str, _Changes] = {}
@@ -1278,8 +1317,14 @@ async def _apply_people(
         person = existing.get(ps.key)
         if person is None:
             person = Person(
-                engagement_id=engagement_id, key=ps.key, name=ps.name, email=ps.email, role=ps.role.value,
-                timezone=ps.timezone, active=True, out_of_office=_ooo_json(ps.out_of_office),
+                engagement_id=engagement_id,
+                key=ps.key,
+                name=ps.name,
+                email=ps.email,
+                role=ps.role.value,
+                timezone=ps.timezone,
+                active=True,
+                out_of_office=_ooo_json(ps.out_of_office),
             )
             session.add(person)
             existing[ps.key] = person
@@ -1321,8 +1366,12 @@ async def _apply_people(
 
 
 async def _apply_identities(
-    session: AsyncSession, engagement_id: int, spec: EngagementFile, people: dict[str, Person],
-    changes: dict[str, _Changes], created: set[str],
+    session: AsyncSession,
+    engagement_id: int,
+    spec: EngagementFile,
+    people: dict[str, Person],
+    changes: dict[str, _Changes],
+    created: set[str],
 ) -> None:
     """Chat identities follow the file; rows are re-pointed in place (never deleted and re-inserted) so
     an id moving between two people cannot trip the (platform, user_id) unique constraint mid-flush.
@@ -1367,8 +1416,9 @@ async def _apply_identities(
     for (platform, user_id), person in desired.items():
         if (platform, user_id) not in present:
             note(person.key, f"{platform} → {user_id}")
-            session.add(ChatIdentity(engagement_id=engagement_id, person_id=person.id, platform=platform,
-                                     user_id=user_id))
+            session.add(
+                ChatIdentity(engagement_id=engagement_id, person_id=person.id, platform=platform, user_id=user_id)
+            )
     await session.flush()
 
 
@@ -1377,17 +1427,24 @@ async def _apply_stages(
 ) -> list[str]:
     """Upsert stages in file order; returns the keys of removed stages kept because deals use them."""
     existing = {
-        s.key: s
-        for s in (await session.execute(select(Stage).where(Stage.engagement_id == engagement_id))).scalars()
+        s.key: s for s in (await session.execute(select(Stage).where(Stage.engagement_id == engagement_id))).scalars()
     }
     for position, ss in enumerate(spec.stages):
         stage = existing.get(ss.key)
         if stage is None:
-            session.add(Stage(
-                engagement_id=engagement_id, key=ss.key, name=ss.name, position=position,
-                probability_pct=ss.probability, kind=ss.kind.value, entry_criteria=ss.entry,
-                exit_criteria=ss.exit, crm_names=list(ss.crm_names),
-            ))
+            session.add(
+                Stage(
+                    engagement_id=engagement_id,
+                    key=ss.key,
+                    name=ss.name,
+                    position=position,
+                    probability_pct=ss.probability,
+                    kind=ss.kind.value,
+                    entry_criteria=ss.entry,
+                    exit_criteria=ss.exit,
+                    crm_names=list(ss.crm_names),
+                )
+            )
             report.created += 1
             report.changes.append(f"stage {ss.key!r} created")
             continue
@@ -1434,7 +1491,10 @@ async def _apply_stages(
 
 
 async def _apply_plan(
-    session: AsyncSession, engagement_id: int, spec: EngagementFile, people: dict[str, Person],
+    session: AsyncSession,
+    engagement_id: int,
+    spec: EngagementFile,
+    people: dict[str, Person],
     report: ApplyReport,
 ) -> None:
     existing = {
@@ -1448,10 +1508,18 @@ async def _apply_plan(
         owner_id = people[item.owner].id if item.owner else None
         row = existing.get(item.key)
         if row is None:
-            session.add(PlanDeliverable(
-                engagement_id=engagement_id, key=item.key, phase=item.phase, milestone_day=item.day,
-                title=item.title, owner_id=owner_id, status="not_started", position=position,
-            ))
+            session.add(
+                PlanDeliverable(
+                    engagement_id=engagement_id,
+                    key=item.key,
+                    phase=item.phase,
+                    milestone_day=item.day,
+                    title=item.title,
+                    owner_id=owner_id,
+                    status="not_started",
+                    position=position,
+                )
+            )
             report.created += 1
             report.changes.append(f"deliverable {item.key!r} created")
             continue
@@ -1472,7 +1540,10 @@ async def _apply_plan(
 
 
 async def _apply_handoff(
-    session: AsyncSession, engagement_id: int, spec: EngagementFile, people: dict[str, Person],
+    session: AsyncSession,
+    engagement_id: int,
+    spec: EngagementFile,
+    people: dict[str, Person],
     report: ApplyReport,
 ) -> None:
     existing = {
@@ -1487,11 +1558,19 @@ async def _apply_handoff(
         to_id = people[item.to].id if item.to else None
         row = existing.get(item.key)
         if row is None:
-            session.add(HandoffTask(
-                engagement_id=engagement_id, key=item.key, title=item.title, from_id=from_id, to_id=to_id,
-                ritual=item.ritual, due_days_before_exit=item.due_days_before_exit, status="open",
-                position=position,
-            ))
+            session.add(
+                HandoffTask(
+                    engagement_id=engagement_id,
+                    key=item.key,
+                    title=item.title,
+                    from_id=from_id,
+                    to_id=to_id,
+                    ritual=item.ritual,
+                    due_days_before_exit=item.due_days_before_exit,
+                    status="open",
+                    position=position,
+                )
+            )
             report.created += 1
             report.changes.append(f"hand-over {item.key!r} created")
             continue
@@ -1592,23 +1671,43 @@ async def export_engagement(db: Database, slug: str | None) -> str:
             raise LookupError(
                 f"no engagement {slug!r}" if slug else "no engagement, or several: name one with --engagement"
             )
-        people = list((await session.execute(
-            select(Person).where(Person.engagement_id == engagement.id).order_by(Person.id)
-        )).scalars())
-        identities = list((await session.execute(
-            select(ChatIdentity).where(ChatIdentity.engagement_id == engagement.id).order_by(ChatIdentity.id)
-        )).scalars())
-        stages = list((await session.execute(
-            select(Stage).where(Stage.engagement_id == engagement.id).order_by(Stage.position, Stage.id)
-        )).scalars())
-        plan = list((await session.execute(
-            select(PlanDeliverable).where(PlanDeliverable.engagement_id == engagement.id)
-            .order_by(PlanDeliverable.position, PlanDeliverable.id)
-        )).scalars())
-        handoff = list((await session.execute(
-            select(HandoffTask).where(HandoffTask.engagement_id == engagement.id)
-            .order_by(HandoffTask.position, HandoffTask.id)
-        )).scalars())
+        people = list(
+            (
+                await session.execute(select(Person).where(Person.engagement_id == engagement.id).order_by(Person.id))
+            ).scalars()
+        )
+        identities = list(
+            (
+                await session.execute(
+                    select(ChatIdentity).where(ChatIdentity.engagement_id == engagement.id).order_by(ChatIdentity.id)
+                )
+            ).scalars()
+        )
+        stages = list(
+            (
+                await session.execute(
+                    select(Stage).where(Stage.engagement_id == engagement.id).order_by(Stage.position, Stage.id)
+                )
+            ).scalars()
+        )
+        plan = list(
+            (
+                await session.execute(
+                    select(PlanDeliverable)
+                    .where(PlanDeliverable.engagement_id == engagement.id)
+                    .order_by(PlanDeliverable.position, PlanDeliverable.id)
+                )
+            ).scalars()
+        )
+        handoff = list(
+            (
+                await session.execute(
+                    select(HandoffTask)
+                    .where(HandoffTask.engagement_id == engagement.id)
+                    .order_by(HandoffTask.position, HandoffTask.id)
+                )
+            ).scalars()
+        )
 
     settings = engagement_settings(engagement)
     active = {p.id: p.key for p in people if p.active}
@@ -1617,45 +1716,76 @@ async def export_engagement(db: Database, slug: str | None) -> str:
     rituals = Rituals.model_validate(settings.model_dump(include=set(Rituals.model_fields)))
     spec = EngagementFile(
         engagement=EngagementSection(
-            slug=engagement.slug, company=engagement.company, start=engagement.start_date,
-            exit=engagement.exit_date, timezone=engagement.timezone, currency=engagement.currency,
+            slug=engagement.slug,
+            company=engagement.company,
+            start=engagement.start_date,
+            exit=engagement.exit_date,
+            timezone=engagement.timezone,
+            currency=engagement.currency,
             quota_per_quarter=engagement.quota_per_quarter,
             fiscal_year_start_month=engagement.fiscal_year_start_month,
-            coverage_target=settings.coverage_target, forecast_owner=settings.forecast_owner,
+            coverage_target=settings.coverage_target,
+            forecast_owner=settings.forecast_owner,
         ),
         holidays=[date.fromisoformat(h) for h in engagement.holidays or []],
         people=[
             PersonSpec(
-                key=p.key, name=p.name, role=Role(p.role), email=p.email, timezone=p.timezone,
-                slack=chat.get((p.id, "slack")), teams=chat.get((p.id, "teams")),
+                key=p.key,
+                name=p.name,
+                role=Role(p.role),
+                email=p.email,
+                timezone=p.timezone,
+                slack=chat.get((p.id, "slack")),
+                teams=chat.get((p.id, "teams")),
                 manager=active.get(p.manager_id) if p.manager_id else None,
                 out_of_office=[OutOfOffice.model_validate(o) for o in p.out_of_office or []],
             )
-            for p in people if p.active
+            for p in people
+            if p.active
         ],
         stages=[
             StageSpec(
-                key=s.key, name=s.name, probability=s.probability_pct, kind=StageKind(s.kind),
-                entry=s.entry_criteria, exit=s.exit_criteria, crm_names=list(s.crm_names or []),
+                key=s.key,
+                name=s.name,
+                probability=s.probability_pct,
+                kind=StageKind(s.kind),
+                entry=s.entry_criteria,
+                exit=s.exit_criteria,
+                crm_names=list(s.crm_names or []),
             )
-            for s in stages if s.key not in retired
+            for s in stages
+            if s.key not in retired
         ],
         rituals=rituals,
         debrief_questions=settings.debrief_questions,
         plan=[
-            PlanItem.model_validate({"key": d.key, "phase": d.phase, "day": d.milestone_day, "title": d.title,
-                                     "owner": active.get(d.owner_id) if d.owner_id else None})
+            PlanItem.model_validate(
+                {
+                    "key": d.key,
+                    "phase": d.phase,
+                    "day": d.milestone_day,
+                    "title": d.title,
+                    "owner": active.get(d.owner_id) if d.owner_id else None,
+                }
+            )
             for d in plan
         ],
         handoff=[
-            HandoffItem.model_validate({
-                "key": t.key, "title": t.title, "from": active.get(t.from_id) if t.from_id else None,
-                "to": active.get(t.to_id) if t.to_id else None, "ritual": t.ritual,
-                "due_days_before_exit": t.due_days_before_exit,
-            })
+            HandoffItem.model_validate(
+                {
+                    "key": t.key,
+                    "title": t.title,
+                    "from": active.get(t.from_id) if t.from_id else None,
+                    "to": active.get(t.to_id) if t.to_id else None,
+                    "ritual": t.ritual,
+                    "due_days_before_exit": t.due_days_before_exit,
+                }
+            )
             for t in handoff
         ],
     )
-    header = (f"Engagement file for {engagement.company}, exported by `cadence engagement export`.\n"
-              "Edit it and run `cadence engagement apply FILE`; see examples/engagement.yaml for every knob.")
+    header = (
+        f"Engagement file for {engagement.company}, exported by `cadence engagement export`.\n"
+        "Edit it and run `cadence engagement apply FILE`; see examples/engagement.yaml for every knob."
+    )
     return dump_engagement_file(spec, header=header)

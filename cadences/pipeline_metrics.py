@@ -382,7 +382,7 @@ async def movement(session: AsyncSession, engagement_id: int, since: datetime, u
         .order_by(DealHistory.at, DealHistory.id)
     )
     trails: dict[int, _Trail] = {}
-    for deal_id, kind, changes, name, owner, amount, slips, is_open in rows.all():
+    for deal_id, kind, changes, name, owner, amount, slips, is_open in rows:
         trail = trails.get(deal_id)
         if trail is None:
             trail = trails[deal_id] = _Trail(name, owner, amount, slips, is_open)

@@ -12,9 +12,18 @@ from cadences.rituals import Ritual
 
 def all_rituals() -> list[Ritual]:
     return [
-        DebriefPrompt(), DebriefFollowUp(),
-        MilestoneCheckin(), MilestoneScorecard(), OverdueChase(),
-        HandoffReminder(), HandoffOverdue(), ExitPlanning(), OwnerWarning(),
-        PipelineReview(), PreReviewNudge(), LastCall(), ActionReminder(),
+        DebriefPrompt(),
+        DebriefFollowUp(),
+        MilestoneCheckin(),
+        MilestoneScorecard(),
+        OverdueChase(),
+        HandoffReminder(),
+        HandoffOverdue(),
+        ExitPlanning(),
+        OwnerWarning(),
+        PipelineReview(),
+        PreReviewNudge(),
+        LastCall(),
+        ActionReminder(),
         FounderDigest(),
     ]

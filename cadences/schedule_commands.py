@@ -44,8 +44,12 @@ async def upcoming(ctx: Context, horizon: timedelta = HORIZON) -> list[Due]:
         assert engagement is not None
         facts = await load_facts(session, engagement)
     now = ctx.now()
-    dues = [d for ritual in all_rituals() for d in ritual.due_between(facts, now, now + horizon)
-            if now <= d.due_at < now + horizon]
+    dues = [
+        d
+        for ritual in all_rituals()
+        for d in ritual.due_between(facts, now, now + horizon)
+        if now <= d.due_at < now + horizon
+    ]
     return sorted(dues, key=lambda d: (d.due_at, d.ritual, d.period))
 
 
@@ -60,10 +64,14 @@ async def schedule_command(ctx: Context, args: str) -> CommandResult:
     blocks: list[Header | Paragraph | Table] = [Header(text=f"What runs in the next {HORIZON.days} days")]
     if ctx.engagement.paused:
         blocks.append(Paragraph(text="The cadence is paused: nothing below will be sent until /cadence resume."))
-    blocks.append(Table(columns=[f"When ({ctx.engagement.timezone})", "Ritual"], rows=rows) if rows
-                  else Paragraph(text="Nothing is scheduled in the next week."))
-    message = Message(text=f"{len(dues)} ritual occurrences in the next {HORIZON.days} days", blocks=blocks,
-                      ephemeral=True)
+    blocks.append(
+        Table(columns=[f"When ({ctx.engagement.timezone})", "Ritual"], rows=rows)
+        if rows
+        else Paragraph(text="Nothing is scheduled in the next week.")
+    )
+    message = Message(
+        text=f"{len(dues)} ritual occurrences in the next {HORIZON.days} days", blocks=blocks, ephemeral=True
+    )
     return CommandResult([message], action="cadence.schedule", outcome="read")
 
 
@@ -73,8 +81,11 @@ async def _set_paused(ctx: Context, paused: bool) -> CommandResult:
         return CommandResult([reply(denial(Action.PAUSE_CADENCE))], action=action, outcome="denied")
     async with ctx.db.write() as session:
         await session.execute(update(Engagement).where(Engagement.id == ctx.engagement.id).values(paused=paused))
-    text = ("Paused: no ritual will be sent until you run /cadence resume. Occurrences due meanwhile are skipped."
-            if paused else "Resumed: the rituals run on their schedule again.")
+    text = (
+        "Paused: no ritual will be sent until you run /cadence resume. Occurrences due meanwhile are skipped."
+        if paused
+        else "Resumed: the rituals run on their schedule again."
+    )
     return CommandResult([reply(text)], action=action)
 
 

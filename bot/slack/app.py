@@ -33,6 +33,7 @@ from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.command_limit import CommandLimit
 from bot.settings import Settings
 from bot.slack.identity import PLATFORM, SlackIdentities
 from bot.slack.installations import oauth_settings
@@ -110,7 +111,8 @@ class Registry:
 class SlackDeps:
     """What the listeners work with. `cadence` is the engine (rituals triggered by commands, the next
     rituals on the CRO's Home); `on_workspace_change` refreshes the engine's ports after a workspace is
-    linked or uninstalled."""
+    linked or uninstalled; `limit` is the per-user command limit, asked by the command handlers after the
+    ack (None: no limit, as in tests of other things)."""
 
     db: Database
     clock: Clock
@@ -120,6 +122,11 @@ class SlackDeps:
     background: Background = field(default_factory=Background)
     registry: Registry = field(default_factory=Registry)
     on_workspace_change: Callable[[], Awaitable[None]] | None = None
+    limit: CommandLimit | None = None
+
+    async def within_limit(self, team_id: str, user_id: str) -> bool:
+        """Count a command by this person; False when it is over their limit (then say SLOW_DOWN)."""
+        return self.limit is None or await self.limit.allow(PLATFORM, team_id, user_id)
 
     @property
     def people(self) -> SlackIdentities:

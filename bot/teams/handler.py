@@ -14,7 +14,8 @@ hold, what a submission or a button does and who a user is, in `cadences/` (`dea
   answer is posted within the request, in the conversation (in a channel, in the thread).
   `cadence setup <slug>` typed in a channel by the engagement's CRO links the tenant to the engagement
   and makes that channel the review channel. Bare `deal`, `deal new` and bare `pipeline forecast`
-  answer with a form card, as Slack opens a modal.
+  answer with a form card, as Slack opens a modal. Past the person's command limit (shared with
+  Slack's, `bot/command_limit.py`) the answer is the "slow down" line and nothing runs.
 - **A reply in a review thread** (a channel message in the thread of the review post) becomes what it
   says on the deal it names ("Acme: champion moved", "Acme: action: send pricing by Dec 4"), through
   `record_note_from_thread`, like a Slack thread reply.
@@ -42,6 +43,7 @@ from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 from botbuilder.schema.teams import TeamInfo, TeamsChannelAccount
 from msrest.exceptions import HttpOperationError
 
+from bot.command_limit import SLOW_DOWN, CommandLimit
 from bot.settings import Settings
 from bot.teams import cards
 from bot.teams.identity import PLATFORM, TeamsIdentities, TeamsUser
@@ -87,7 +89,8 @@ EXECUTE_MESSAGE = "application/vnd.microsoft.activity.message"
 class TeamsDeps:
     """What the handler works with. `settings` carries the Bot Framework credentials; `cadence` is the
     engine (rituals triggered by commands, in-place updates of sent cards); `on_link` runs after a
-    tenant is linked (so the engine's ports can be rebuilt)."""
+    tenant is linked (so the engine's ports can be rebuilt); `limit` is the per-user command limit for
+    typed commands (None: no limit)."""
 
     db: Database
     clock: Clock
@@ -97,6 +100,7 @@ class TeamsDeps:
     identities: TeamsIdentities | None = None
     references: DbReferenceStore | None = None
     on_link: Callable[[], Awaitable[None]] | None = None
+    limit: CommandLimit | None = None
 
     @property
     def people(self) -> TeamsIdentities:
@@ -234,6 +238,9 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         if isinstance(activity.value, Mapping):
             await self._submit(turn_context, await self._card_action(turn_context, activity.value))
             return
+        if not await self._within_limit(activity):
+            await self._say(turn_context, [reply(SLOW_DOWN)])
+            return
         text = typed_text(activity)
         invocation = split_invocation(text)
         if invocation is not None and invocation[0] == "cadence":
@@ -258,6 +265,13 @@ class CadenceTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
             return
         messages = await self.deps.router.run(asker.context(self.deps), name, args, raw=text)
         await self._say(turn_context, messages)
+
+    async def _within_limit(self, activity: Activity) -> bool:
+        """Count a typed command by this person; False when it is over their limit (then say SLOW_DOWN)."""
+        if self.deps.limit is None:
+            return True
+        user = _user(activity)
+        return await self.deps.limit.allow(PLATFORM, tenant_of(activity) or "", user.aad_object_id or user.id)
 
     async def _form_for(self, asker: Asker, name: str, args: str) -> JSONDict | Message | None:
         """Bare `deal`, `deal new` and bare `pipeline forecast` open a form card (or say why not)."""

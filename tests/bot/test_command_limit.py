@@ -1,13 +1,14 @@
-"""The per-user command limit, on `cadence run`'s Slack service fed signed requests (here 3 commands a
-minute): past it a slash command is answered "slow down" in the ack and not run, a DM command gets the
-same line privately, other people are not affected, the next minute opens again — and two processes on
-one database share one limit."""
+"""The per-user command limit, on `cadence run`'s Slack service fed signed requests and on the Teams
+endpoint (here 3 commands a minute): past it a slash command is acked as usual (counting is a database
+write, kept out of the ack) and answered "slow down" through its response_url, not run; a DM command gets
+the same line privately, a Teams command in the conversation; other people are not affected, the next
+minute opens again — and two processes on one database share one limit."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from bot.command_limit import SLOW_DOWN, CommandLimit
 from storage.models import AuditLog, Deal
 from support.fake_slack import FakeChannel, FakeSlack
 from support.slack_app import SlackDriver, payload, serve_slack
+from support.teams_bot import TeamsFake, apply_teams_engagement, personal, serve_teams
 
 LIMIT = 3
 
@@ -48,9 +50,10 @@ async def test_a_command_past_the_limit_is_answered_slow_down_and_not_run(slack:
 
     refused = await slack.command("jordan", "/deal", "new Deal4 amount=10k close=2026-12-15 stage=discovery")
     await slack.settle()
-    assert refused.status == 200 and refused.json() == {"response_type": "ephemeral", "text": SLOW_DOWN}
+    assert refused.status == 200 and refused.text == ""  # the ack is the same: the refusal comes after it
     assert await deals(slack.world) == LIMIT and await audits(slack.world) == audited
-    assert len(slack.sink.posts) == answered  # nothing ran, so nothing answered later
+    [(_, late)] = slack.sink.posts[answered:]  # the refusal, and nothing else: the command did not run
+    assert (late["text"], late["response_type"]) == (SLOW_DOWN, "ephemeral")
 
     other = await slack.command("priya", "/deal", "list")  # someone else is not held up
     assert other.status == 200 and other.text == ""
@@ -89,13 +92,27 @@ async def test_two_processes_share_one_limit(world: Any) -> None:
             serve_slack(world, fake, commands_per_minute=LIMIT) as second,
         ):
             await first.setup()  # counts for Dana, not Jordan
-            assert (await first.command("jordan", "/deal", "list")).text == ""
+            for driver in (first, second, first):
+                assert (await driver.command("jordan", "/deal", "list")).text == ""
+                await driver.settle()
+            assert SLOW_DOWN not in first.sink.texts() + second.sink.texts()
             assert (await second.command("jordan", "/deal", "list")).text == ""
-            assert (await first.command("jordan", "/deal", "list")).text == ""
-            refused = await second.command("jordan", "/deal", "list")
-            assert json.loads(refused.text)["text"] == SLOW_DOWN
-            await first.settle()
             await second.settle()
+            assert second.sink.texts()[-1] == SLOW_DOWN
+
+
+async def test_a_teams_command_past_the_limit_gets_the_line_and_does_not_run(world: Any, tmp_path: Path) -> None:
+    await apply_teams_engagement(world, tmp_path)
+    async with TeamsFake() as fake, serve_teams(world, fake, commands_per_minute=LIMIT) as teams:
+        await teams.link("dana")  # Dana's command, not Jordan's
+        for n in range(1, LIMIT + 2):
+            command = f"deal new Deal{n} amount=10k close=2026-12-15 stage=discovery"
+            assert (await teams.direct("jordan", command)).status == 200
+        assert (await teams.direct("priya", "deal list")).status == 200  # someone else is not held up
+    answers = [post.body.get("summary") for post in fake.posted(personal("jordan"))]
+    assert len(answers) == LIMIT + 1 and answers[-1] == SLOW_DOWN and SLOW_DOWN not in answers[:-1]
+    assert SLOW_DOWN not in [post.body.get("summary") for post in fake.posted(personal("priya"))]
+    assert await deals(world) == LIMIT
 
 
 def test_a_limit_must_allow_something(world: Any) -> None:

@@ -188,9 +188,9 @@ async def test_semicolons_bom_and_excel_dates(db: Database, slug: str, tmp_path:
     """European Excel saves ';'-separated CSV with a BOM, and re-saves dates as m/d/yy."""
     text = FILES["salesforce"].read_text(encoding="utf-8")
     lines = [line.replace('"120,000.00"', "120000").replace('"45,000.00"', "45000") for line in text.splitlines()]
-    semicolons = "\r\n".join(
-        ";".join(part.strip('"') for part in _split_csv(line)) for line in lines if line
-    ).replace("3/31/2027", "3/31/27")
+    semicolons = "\r\n".join(";".join(part.strip('"') for part in _split_csv(line)) for line in lines if line).replace(
+        "3/31/2027", "3/31/27"
+    )
     path = tmp_path / "opportunities.csv"
     path.write_bytes(b"\xef\xbb\xbf" + semicolons.encode("utf-8"))
     report = await run(db, path, "salesforce")
@@ -367,7 +367,7 @@ async def test_row_level_rules(db: Database, slug: str, tmp_path: Path) -> None:
         (7, "close_date"), (8, "crm_id"),
     }  # fmt: skip
     assert found[(4, "crm_id")] == "G-1001 is already on row 2; each CRM id may appear once."
-    assert found[(5, "close_date")] == '"26/02/2027" isn\'t a date in generic CSV\'s format (YYYY-MM-DD).'
+    assert found[(5, "close_date")] == "\"26/02/2027\" isn't a date in generic CSV's format (YYYY-MM-DD)."
     assert "reports in USD" in found[(7, "amount")]
     assert found[(8, "crm_id")].startswith('"1.0071E+3" looks like an id a spreadsheet turned into a number')
     assert found[(7, "close_date")] == "the deal is closed lost but has no close date; give the date it closed."

@@ -70,8 +70,12 @@ def test_example_loads_and_is_realistic() -> None:
     assert any(p.timezone == "Europe/London" for p in spec.people)
     assert any(p.out_of_office for p in spec.people if p.role == Role.REP)
     assert [(s.key, s.probability, s.kind.value) for s in spec.stages] == [
-        ("discovery", 10, "open"), ("qualification", 25, "open"), ("solution", 50, "open"),
-        ("proposal", 70, "open"), ("negotiation", 85, "open"), ("closed_won", 100, "won"),
+        ("discovery", 10, "open"),
+        ("qualification", 25, "open"),
+        ("solution", 50, "open"),
+        ("proposal", 70, "open"),
+        ("negotiation", 85, "open"),
+        ("closed_won", 100, "won"),
         ("closed_lost", 0, "lost"),
     ]
     crm = {name for s in spec.stages for name in s.crm_names}
@@ -102,7 +106,7 @@ def test_defaults_fill_plan_handoff_questions_and_derived_settings() -> None:
 def test_unquoted_times_and_yes_no_stay_text() -> None:
     """YAML 1.1 would read 10:00 as 600 and `no` as False; the loader uses YAML 1.2 scalars."""
     text = edited('    time: "10:00"\n\n  milestones:', "    time: 10:00\n\n  milestones:")
-    text = edited('choices: [high, medium, low]', "choices: [yes, no, maybe]", text)
+    text = edited("choices: [high, medium, low]", "choices: [yes, no, maybe]", text)
     spec = parse_engagement_yaml(text)
     assert spec.rituals.debriefs.time == time(10, 0)
     assert spec.debrief_questions.slipped[2].choices == ["yes", "no", "maybe"]
@@ -302,9 +306,14 @@ async def test_editing_a_person_and_a_stage_updates_them(db: Database) -> None:
     async with db.session() as s:
         marcus = (await s.execute(select(Person).where(Person.key == "marcus"))).scalar_one()
         proposal = (await s.execute(select(Stage).where(Stage.key == "proposal"))).scalar_one()
-        slack = {i.user_id for i in (await s.execute(
-            select(ChatIdentity).where(ChatIdentity.person_id == marcus.id, ChatIdentity.platform == "slack")
-        )).scalars()}
+        slack = {
+            i.user_id
+            for i in (
+                await s.execute(
+                    select(ChatIdentity).where(ChatIdentity.person_id == marcus.id, ChatIdentity.platform == "slack")
+                )
+            ).scalars()
+        }
     assert marcus.name == "Marcus A. Reid" and slack == {"U07C5MREID9"}
     assert proposal.probability_pct == 65
     assert (await apply_engagement(db, parse_engagement_yaml(text), now=NOW)).total_changes == 0
@@ -342,11 +351,22 @@ async def test_removed_stage_is_kept_while_deals_use_it(db: Database) -> None:
     async with db.session() as s:
         stage = (await s.execute(select(Stage).where(Stage.key == "working"))).scalar_one()
         bob = (await s.execute(select(Person).where(Person.key == "bob"))).scalar_one()
-        s.add(Deal(engagement_id=stage.engagement_id, name="Acme", owner_id=bob.id, stage_id=stage.id,
-                   amount=Decimal("1000"), currency="EUR", created_on=date(2026, 2, 1), stage_changed_at=NOW,
-                   touched_at=NOW))
-    replaced = MINIMAL.replace("{key: working, name: Working, probability: 20}",
-                               "{key: engaged, name: Engaged, probability: 30}")
+        s.add(
+            Deal(
+                engagement_id=stage.engagement_id,
+                name="Acme",
+                owner_id=bob.id,
+                stage_id=stage.id,
+                amount=Decimal("1000"),
+                currency="EUR",
+                created_on=date(2026, 2, 1),
+                stage_changed_at=NOW,
+                touched_at=NOW,
+            )
+        )
+    replaced = MINIMAL.replace(
+        "{key: working, name: Working, probability: 20}", "{key: engaged, name: Engaged, probability: 30}"
+    )
     report = await apply_engagement(db, parse_engagement_yaml(replaced), now=NOW)
     assert report.deleted == 0 and any("'working'" in w and "1 deal" in w for w in report.warnings)
     assert (await apply_engagement(db, parse_engagement_yaml(replaced), now=NOW)).total_changes == 0

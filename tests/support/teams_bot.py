@@ -31,6 +31,7 @@ from aiohttp import web
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
+from bot.command_limit import CommandLimit
 from bot.settings import Settings
 from bot.teams.handler import CadenceTeamsBot, TeamsDeps
 from bot.teams.port import TeamsPort
@@ -279,12 +280,20 @@ class TeamsDriver:
 
 @asynccontextmanager
 async def serve_teams(
-    world: Any, fake: TeamsFake, *, rituals: Sequence[Ritual] | None = None, **settings: Any
+    world: Any,
+    fake: TeamsFake,
+    *,
+    rituals: Sequence[Ritual] | None = None,
+    commands_per_minute: int | None = None,
+    **settings: Any,
 ) -> AsyncIterator[TeamsDriver]:
     """`add_teams_routes` on a web app on 127.0.0.1:<ephemeral> for the test world; with `rituals`, the
-    cadence engine too, delivering through `teams_port` (what `cadence run` wires)."""
+    cadence engine too, delivering through `teams_port` (what `cadence run` wires); with
+    `commands_per_minute`, the per-user command limit."""
     app = web.Application()
     deps = deps_for(world, Settings(database_url=world.db.url, **settings))
+    if commands_per_minute is not None:
+        deps.limit = CommandLimit(world.db, world.clock, commands_per_minute)
     port = engine = None
     if rituals is not None:
         port = teams_port(deps)

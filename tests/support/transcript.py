@@ -29,8 +29,12 @@ class TranscriptPort:
         if self.fail_next:
             raise self.fail_next.pop(0)
         where = f"dm:{target.person_id}" if target.kind == "person" else f"channel:{target.channel}"
-        ref = SentRef(platform=self.platform, conversation=where, message_id=str(len(self.sent) + 1),
-                      thread_id=target.thread.message_id if target.thread else None)
+        ref = SentRef(
+            platform=self.platform,
+            conversation=where,
+            message_id=str(len(self.sent) + 1),
+            thread_id=target.thread.message_id if target.thread else None,
+        )
         self.sent.append(Sent(target, message, delivery_key, ref))
         return ref
 

@@ -4,7 +4,8 @@ Each is acknowledged at once (an empty ack shows nothing) and handled in the bac
 through the same command router as the console, and the answer comes back ephemerally through the
 command's response_url. Three commands open a form instead: bare `/deal` (pick a deal and edit it),
 `/deal new` (a new deal) and `/pipeline forecast` without numbers (the forecast call). `/cadence setup`
-links the workspace to an engagement (see `setup.py`).
+links the workspace to an engagement (see `setup.py`). A person past their command limit gets the
+"slow down" line through the response_url instead, and nothing runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.command_limit import SLOW_DOWN
 from bot.slack.listeners import views
 from bot.slack.listeners.requests import NOT_LINKED, answer, command_text, ids, tell, who
 from bot.slack.listeners.setup import link_workspace
@@ -42,13 +44,16 @@ def register(app: AsyncApp, deps: SlackDeps) -> None:
 
 async def handle(deps: SlackDeps, client: AsyncWebClient, body: dict[str, Any], respond: AsyncRespond) -> None:
     """What the person sees after typing a command: the router's answer, or a form."""
+    team_id, user_id = ids(body)
+    if not await deps.within_limit(team_id, user_id):
+        await tell(respond, SLOW_DOWN)
+        return
     name = str(body.get("command", "")).lstrip("/")
     text = command_text(body.get("text"))
     head, _, rest = text.partition(" ")
     if name == "cadence" and head.casefold() == "setup":
         await link_workspace(deps, client, body, respond, rest)
         return
-    team_id, user_id = ids(body)
     asker = await who(deps, client, team_id, user_id)
     if asker is None:
         await tell(respond, NOT_LINKED)

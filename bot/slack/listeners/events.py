@@ -3,7 +3,8 @@
 - A reply in a review thread becomes what it says on the deal it is about (a note, or with `action:` /
   `decision:` an action item or a decision; `cadences.thread_replies`): the deal of the thread's
   parent message, or the one a reply under the review post names first ("Acme: champion moved").
-- A message in the bot's DM is read as a command, like the console.
+- A message in the bot's DM is read as a command, like the console (and counts against the person's
+  command limit: past it they get the "slow down" line privately and nothing runs).
 - Edits, deletions, joins and bots' messages are ignored; retried events never reach here twice (the
   dedupe middleware in app.py).
 - `app_uninstalled` / `tokens_revoked`: the workspace's token is deleted and its engagement paused.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.command_limit import SLOW_DOWN
 from bot.slack.identity import PLATFORM
 from bot.slack.listeners.requests import NOT_LINKED, Who, payloads, plain_text, who
 from cadences.messages import Message, reply
@@ -80,8 +82,11 @@ async def _asker(deps: SlackDeps, client: AsyncWebClient, body: dict[str, Any], 
 
 async def _direct_message(deps: SlackDeps, client: AsyncWebClient, body: dict[str, Any], event: dict[str, Any]) -> None:
     """What the person sees in the DM: the answer to what they typed, as in the console."""
+    channel, user_id = str(event["channel"]), str(event["user"])
+    if not await deps.within_limit(str(body.get("team_id") or event.get("team") or ""), user_id):
+        await client.chat_postEphemeral(channel=channel, user=user_id, text=SLOW_DOWN)
+        return
     asker = await _asker(deps, client, body, event)
-    channel = str(event["channel"])
     if asker is None:
         messages = [reply(NOT_LINKED)]
     else:
