@@ -226,6 +226,8 @@ class StageMove:
     owner: str
     before: str
     after: str
+    amount: Decimal | None = field(default=None, compare=False)
+    """The deal's amount now: what ranks the move among the others the review lists."""
 
 
 @dataclass(frozen=True)
@@ -398,7 +400,7 @@ async def movement(session: AsyncSession, engagement_id: int, since: datetime, u
             elif after is not None and after.kind == StageKind.LOST:
                 result.lost.append(DealEvent(deal_id, t.deal, t.owner, t.amount))
             elif before is not None and after is not None and before.kind == StageKind.OPEN:
-                move = StageMove(deal_id, t.deal, t.owner, before.name, after.name)
+                move = StageMove(deal_id, t.deal, t.owner, before.name, after.name, t.amount)
                 (result.advanced if after.position > before.position else result.regressed).append(move)
         if t.close and t.close[0] != t.close[1]:
             later = t.close[1] > t.close[0]

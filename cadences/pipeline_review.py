@@ -15,11 +15,12 @@ so the figures a person checks mid-week read exactly like Monday's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -42,12 +43,16 @@ from cadences.parsing import format_money_short
 from cadences.periods import is_business_day, iso_week_key, next_business_day_on_or_after, previous_business_day
 from cadences.pipeline_metrics import (
     WEEK,
+    AmountChange,
     Attention,
+    DateMove,
+    DealEvent,
     Flag,
     Movement,
     OpenAction,
     QuarterNumbers,
     RepHygiene,
+    StageMove,
     attention,
     flagged_for_review,
     hygiene,
@@ -251,33 +256,68 @@ def _bullets(title: str, lines: Sequence[str], *, tail: str | None = None) -> Pa
     return Paragraph(text=f"{title}\n{body}" + (f"\n{tail}" if tail else ""))
 
 
+T = TypeVar("T", DealEvent, StageMove, DateMove, AmountChange)
+MAX_MOVES_SHOWN = 10
+"""Lines per movement section in the review post, the largest deals first; the heading keeps the full
+count. A big pipeline moves hundreds of deals a week, and a review that lists them all is not read (and
+would spend most of its time formatting lines nobody sees)."""
+
+
+def _size(move: DealEvent | StageMove | DateMove | AmountChange) -> Decimal:
+    """How much a move matters in the list: the size of an amount change, else the deal's amount (a deal
+    without one last)."""
+    if isinstance(move, AmountChange):
+        return abs(move.delta)
+    return move.amount if move.amount is not None else Decimal(-1)
+
+
+def _largest_first(moves: Sequence[T]) -> tuple[list[T], int]:
+    """The `MAX_MOVES_SHOWN` largest (ties in the order they came), and how many more there are."""
+    shown = heapq.nlargest(MAX_MOVES_SHOWN, moves, key=_size)
+    return shown, len(moves) - len(shown)
+
+
 def movement_blocks(mv: Movement, money: MoneyText) -> list[Block]:
     def who(deal: str, owner: str) -> str:
         return f"{deal} — {owner}"
 
-    slipped = [
-        f"{who(m.deal, m.owner)} · {short_day(m.before)} → {short_day(m.after)} · slipped "
-        f"{plural(m.slip_count, 'time')} in all" + (" · out of this quarter" if m.slipped_out else "")
-        for m in mv.slipped
-    ]
-    sections: list[tuple[str, list[str]]] = [
-        ("New", [f"{who(e.deal, e.owner)} · {money(e.amount)}" for e in mv.new]),
-        ("Advanced", [f"{who(m.deal, m.owner)} · {m.before} → {m.after}" for m in mv.advanced]),
-        ("Regressed", [f"{who(m.deal, m.owner)} · {m.before} → {m.after}" for m in mv.regressed]),
-        ("Slipped", slipped),
-        ("Pulled in", [f"{who(m.deal, m.owner)} · {short_day(m.before)} → {short_day(m.after)}" for m in mv.pulled_in]),
-        ("Won", [f"{who(e.deal, e.owner)} · {money(e.amount)}" for e in mv.won]),
-        ("Lost", [f"{who(e.deal, e.owner)} · {money(e.amount)}" for e in mv.lost]),
-    ]
-    blocks: list[Block] = [_bullets(f"{title} ({len(lines)})", lines) for title, lines in sections if lines]
-    if mv.amount_changes:
-        lines = [
-            f"{who(c.deal, c.owner)} · {money(c.before)} → {money(c.after)} ({money.signed(c.delta)})"
-            for c in mv.amount_changes
-        ]
-        blocks.append(
-            _bullets(f"Amount changes ({len(lines)})", lines, tail=f"Net change: {money.signed(mv.net_amount_delta)}")
+    def slipped(m: DateMove) -> str:
+        return (
+            f"{who(m.deal, m.owner)} · {short_day(m.before)} → {short_day(m.after)} · slipped "
+            f"{plural(m.slip_count, 'time')} in all" + (" · out of this quarter" if m.slipped_out else "")
         )
+
+    def event(e: DealEvent) -> str:
+        return f"{who(e.deal, e.owner)} · {money(e.amount)}"
+
+    def stage(m: StageMove) -> str:
+        return f"{who(m.deal, m.owner)} · {m.before} → {m.after}"
+
+    def pulled(m: DateMove) -> str:
+        return f"{who(m.deal, m.owner)} · {short_day(m.before)} → {short_day(m.after)}"
+
+    def changed(c: AmountChange) -> str:
+        return f"{who(c.deal, c.owner)} · {money(c.before)} → {money(c.after)} ({money.signed(c.delta)})"
+
+    sections: list[tuple[str, Sequence[Any], Callable[[Any], str]]] = [
+        ("New", mv.new, event),
+        ("Advanced", mv.advanced, stage),
+        ("Regressed", mv.regressed, stage),
+        ("Slipped", mv.slipped, slipped),
+        ("Pulled in", mv.pulled_in, pulled),
+        ("Won", mv.won, event),
+        ("Lost", mv.lost, event),
+        ("Amount changes", mv.amount_changes, changed),
+    ]
+    blocks: list[Block] = []
+    for title, moves, line in sections:
+        if not moves:
+            continue
+        shown, more = _largest_first(moves)
+        tails = [f"… and {more} more (the largest are listed)"] if more else []
+        if title == "Amount changes":
+            tails.append(f"Net change: {money.signed(mv.net_amount_delta)}")
+        blocks.append(_bullets(f"{title} ({len(moves)})", [line(m) for m in shown], tail="\n".join(tails) or None))
     return blocks or [Paragraph(text="No deal changes were recorded.", muted=True)]
 
 

@@ -9,10 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from sqlalchemy import select, update
 from test_pipeline_metrics import la, seed_pipeline
 
 from bot.console.render import render
+from cadences import pipeline_review
 from cadences.messages import Block, Header, Paragraph
 from cadences.pipeline_review import (
     ActionReminder,
@@ -340,13 +342,14 @@ async def test_action_owners_get_one_reminder_each_business_morning(engine_world
     assert "/pipeline done" in render(reminders[1].message)
 
 
-async def test_a_long_review_continues_in_the_thread_within_chat_limits(engine_world: EngineWorld) -> None:
-    w = engine_world
+async def _new_deals(w: EngineWorld, count: int) -> None:
+    """`count` deals created by Jordan on Monday Nov 23 (so the Nov 30 review lists them as new), amounts
+    rising with their number."""
     eid = w.engagement.id
     async with w.db.write() as session:
         jordan = (await session.execute(select(Person).where(Person.key == "jordan"))).scalar_one()
         stage_id = (await engagement_repo.stages(session, eid))[0].id
-        for i in range(150):
+        for i in range(count):
             deal = Deal(
                 engagement_id=eid,
                 name=f"Northwind Regional Hospital Group {i:03d}",
@@ -374,16 +377,37 @@ async def test_a_long_review_continues_in_the_thread_within_chat_limits(engine_w
                     at=la("2026-11-23"),
                     channel="console",
                     kind="create",
-                    changes={"name": [None, deal.name]},
+                    changes={"name": [None, deal.name], "amount": [None, str(deal.amount)]},
                 )
             )
+
+
+async def _review_rows(w: EngineWorld) -> list[Delivery]:
     assert await w.engine.trigger(w.engagement, "pipeline_review", "2026-W48")
     async with w.db.session() as session:
-        rows = (
-            (await session.execute(select(Delivery).where(Delivery.purpose.like("review%")).order_by(Delivery.id)))
-            .scalars()
-            .all()
-        )
+        stmt = select(Delivery).where(Delivery.purpose.like("review%")).order_by(Delivery.id)
+        return list((await session.execute(stmt)).scalars().all())
+
+
+async def test_a_busy_week_lists_the_largest_moves_and_counts_the_rest(engine_world: EngineWorld) -> None:
+    w = engine_world
+    await _new_deals(w, 150)
+    [main] = await _review_rows(w)  # one message: nothing to continue
+    [new] = [b["text"] for b in main.payload["blocks"] if b["type"] == "paragraph" and b["text"].startswith("New")]
+    lines = new.split("\n")
+    assert lines[0] == "New (150)" and lines[-1] == "… and 140 more (the largest are listed)"
+    assert [line.split(" — ")[0][2:] for line in lines[1:-1]] == [
+        f"Northwind Regional Hospital Group {i:03d}" for i in range(149, 139, -1)
+    ]
+
+
+async def test_a_long_review_continues_in_the_thread_within_chat_limits(
+    engine_world: EngineWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = engine_world
+    monkeypatch.setattr(pipeline_review, "MAX_MOVES_SHOWN", 500)  # every move listed: far past one message
+    await _new_deals(w, 150)
+    rows = await _review_rows(w)
     main, *continued = rows
     assert main.purpose == "review" and [r.purpose for r in continued] == ["review-cont-1"]
     assert all(r.parent_id == main.id for r in continued)
