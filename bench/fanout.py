@@ -299,7 +299,7 @@ async def spawn_worker(url: str, config: Path, name: str, size: Size) -> asyncio
         "--name",
         name,
         "--concurrency",
-        str(per_engagement * size.workspaces),
+        str(2 * per_engagement * size.workspaces),  # 10 DMs and 10 channel posts of every workspace at once
         "--per-engagement",
         str(per_engagement),
         stdin=asyncio.subprocess.PIPE,

@@ -233,7 +233,7 @@ async def start_chat(
 
     settings = app.settings
     ports = ChatPorts(app.db, settings, app.clock, metrics=app.metrics)
-    engine = Engine(app.db, app.clock, all_rituals(), ports.port_for)
+    engine = Engine(app.db, app.clock, all_rituals(), ports.port_for, concurrency=settings.delivery_concurrency)
     deps = slack = socket = None
     limit = CommandLimit(app.db, app.clock, settings.commands_per_minute, on_limited=app.metrics.count_command_refused)
     if settings.has_slack:

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     environment: str = Field("development", validation_alias="CADENCE_ENV")
     secret_key: str | None = Field(None, validation_alias="CADENCE_SECRET_KEY")
     commands_per_minute: int = Field(20, ge=1, validation_alias="CADENCE_COMMANDS_PER_MINUTE")
+    delivery_concurrency: int = Field(200, ge=1, validation_alias="CADENCE_DELIVERY_CONCURRENCY")
+    """Messages a process sends at once. Most of a send is waiting for the workspace's rate limit, so a
+    Monday fan-out across many workspaces needs many in flight (at most 10 DMs and 10 channel posts of
+    one engagement at a time; one recipient's messages always go in order)."""
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     log_format: str = Field("text", validation_alias="LOG_FORMAT")
 

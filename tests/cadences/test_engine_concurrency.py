@@ -119,6 +119,17 @@ async def test_channel_posts_do_not_queue_behind_an_engagements_dms(world: Any) 
     assert sorted(where for where, _, _ in port.sent) == sorted([*everyone, "c0", "c1", "c2"])
 
 
+async def test_channel_posts_are_claimed_before_dms_planned_earlier(world: Any) -> None:
+    """With fewer slots than messages, a channel post (the review, to a meeting that is starting) does not
+    wait for the DMs planned before it: the first two slots go to channel posts."""
+    port = GatedPort(open_at=2)
+    fan = engine(world, port, "w1", concurrency=2, per_engagement=5)
+    await fan.trigger(world.engagement, "dms", "p1", deliver=False)
+    async with asyncio.timeout(30):
+        assert await fan.deliver() == (5 + 3, 0)
+    assert sorted(where for where, _, _ in port.sent[:2]) == ["c0", "c1"]
+
+
 @pytest.mark.parametrize("per_engagement", [1, 3])
 async def test_two_concurrent_engines_racing_send_each_delivery_once(world: Any, per_engagement: int) -> None:
     port = GatedPort()
