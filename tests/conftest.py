@@ -69,6 +69,18 @@ def run_aside(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def bench_backend(request: pytest.FixtureRequest) -> str:
+    """The database a benchmark smoke test (tests/bench/) runs its script on. PostgreSQL is measured when a
+    server answers on 127.0.0.1:5432; otherwise skipped with the reason (in CI, where .ci/run starts the
+    server, its absence fails the test)."""
+    if request.param == "postgresql" and (reason := run_aside(_pg_available())):
+        if IN_CI:
+            pytest.fail(f"{reason} (CI must run the PostgreSQL benchmarks; .ci/run starts the server)")
+        pytest.skip(reason)
+    return str(request.param)
+
+
 async def _migrate(url: str) -> None:
     db = Database(url)
     await db.upgrade()

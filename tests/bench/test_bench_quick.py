@@ -3,55 +3,22 @@ from the repository root, print its table and write its JSON (machine, command, 
 that make sense. These are smoke tests of the benchmarks, not timed tests: no figure is held to a target
 here (a CI machine is not the benchmark machine), only to being measured at all.
 
-PostgreSQL is measured when a server answers on 127.0.0.1:5432; otherwise that part is skipped with the
-reason (and in CI, where .ci/run starts the server, its absence fails the test)."""
+The database each runs on is the `bench_backend` fixture (tests/conftest.py); how a script is run,
+support/bench_scripts.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import IN_CI, _pg_available, run_aside
 
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 600
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "postgresql" and (reason := run_aside(_pg_available())):
-        if IN_CI:
-            pytest.fail(f"{reason} (CI must run the PostgreSQL benchmarks; .ci/run starts the server)")
-        pytest.skip(reason)
-    return str(request.param)
-
-
-def run_quick(script: str, backend: str, results: Path) -> tuple[str, dict[str, Any]]:
-    env = {**os.environ, "BENCH_RESULTS_DIR": str(results)}
-    out = subprocess.run(
-        [sys.executable, f"bench/{script}.py", "--quick", "--backend", backend],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    document = json.loads((results / f"{script}-quick.json").read_text())
-    assert document["command"] == f"python bench/{script}.py --quick --backend {backend}"
-    assert document["machine"]["cores"] and document["machine"]["python"]
-    return out.stdout, document["results"][backend]
+from support.bench_scripts import run_quick
 
 
 @pytest.mark.slow
-def test_review_quick_measures_the_snapshot_the_digest_and_the_floor(backend: str, tmp_path: Path) -> None:
-    table, result = run_quick("review", backend, tmp_path)
+def test_review_quick_measures_the_snapshot_the_digest_and_the_floor(bench_backend: str, tmp_path: Path) -> None:
+    table, results = run_quick("review", bench_backend, tmp_path)
+    result = results[bench_backend]
     assert "review snapshot, 2,000 deals (median)" in table and "snapshot ÷ floor" in table
     big, many = result["big"], result["many"]
     assert big["deals"] == 2_000 and big["history_rows"] >= 2_000 * 15
@@ -63,8 +30,9 @@ def test_review_quick_measures_the_snapshot_the_digest_and_the_floor(backend: st
 
 
 @pytest.mark.slow
-def test_scheduler_quick_creates_the_whole_batch_once_and_measures_it(backend: str, tmp_path: Path) -> None:
-    table, result = run_quick("scheduler", backend, tmp_path)
+def test_scheduler_quick_creates_the_whole_batch_once_and_measures_it(bench_backend: str, tmp_path: Path) -> None:
+    table, results = run_quick("scheduler", bench_backend, tmp_path)
+    result = results[bench_backend]
     assert "batch lateness p99" in table
     engagements = result["engagements"]
     assert engagements == 100
