@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from aiohttp import web
 from botbuilder.core import TurnContext, serializer_helper
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
@@ -113,12 +112,16 @@ async def messages(request: web.Request) -> web.Response:
     if not activity.type:
         return web.Response(status=400, text="the activity has no type")
     try:
-        invoke = await service.adapter.process_activity(
-            request.headers.get("Authorization", ""), activity, service.bot.on_turn
+        authenticated = await service.adapter.bot_framework_authentication.authenticate_request(
+            activity, request.headers.get("Authorization", "")
         )
-    except (PermissionError, jwt.PyJWTError):
-        log.warning("Teams: refused an unauthenticated %s activity", activity.type)
+    except Exception as exc:  # any failure to authenticate is a refusal, never a 500
+        # PermissionError and PyJWT's errors for a bad token; but the SDK also raises IndexError for a key
+        # id Microsoft never published and a bare Exception for a token without one or signed with an
+        # algorithm it does not accept. Whatever the token, an unauthenticated request gets 401.
+        log.warning("Teams: refused an unauthenticated %s activity (%s)", activity.type, exc.__class__.__name__)
         return web.Response(status=401, text="unauthorized")
+    invoke = await service.adapter.process_activity(authenticated, activity, service.bot.on_turn)
     if invoke is None:
         return web.Response(status=200)
     payload: Any = invoke.body if isinstance(invoke.body, (dict, list)) or invoke.body is None else None
