@@ -2,10 +2,15 @@
 
 SQLite gets WAL (readers never block the writer), a busy timeout (a second writer waits instead of
 failing) and foreign keys on, set on every new connection because SQLite forgets pragmas per connection.
+
+U+0000 is taken out of every string the database is sent, on both databases alike: PostgreSQL can store
+it in neither text nor jsonb (it raises), and it reaches us in what people type (`%00` in a form,
+`\u0000` in JSON). No one means to type it, so dropping it here keeps the rest of what they wrote.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +46,27 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def without_nul(value: Any) -> Any:
+    """`value` with U+0000 taken out of every string in it (in lists, tuples and dicts too)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_nul(v) for v in value)
+    return value
+
+
+def _json_without_nul(value: Any) -> str:
+    return json.dumps(without_nul(value))
+
+
+def _parameters_without_nul(
+    conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    return statement, without_nul(parameters)
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic config built in code, so migrations run from an installed package without alembic.ini."""
     cfg = Config()
@@ -63,7 +89,8 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.engine: AsyncEngine = create_async_engine(url, json_serializer=_json_without_nul, **kwargs)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _parameters_without_nul, retval=True)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
