@@ -34,10 +34,7 @@ async def test_text_and_json_with_nul_are_stored_without_it(db: Database) -> Non
         )
         await session.execute(
             insert(AuditLog),
-            [
-                {"at": AT, "channel": "teams", "action": f"bulk\x00{n}", "outcome": "ok", "detail": {}}
-                for n in range(2)
-            ],
+            [{"at": AT, "channel": "teams", "action": f"bulk\x00{n}", "outcome": "ok", "detail": {}} for n in range(2)],
         )
     async with db.session() as session:
         rows = (await session.execute(select(AuditLog).order_by(AuditLog.id))).scalars().all()
