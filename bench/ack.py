@@ -400,7 +400,9 @@ async def one_run(
             result |= await fanout_overlap(fake, posts_before, load, size.recipients)
     if with_fanout:  # counted once `cadence run` has stopped: a late duplicate would be seen
         result |= nudges_delivered(fake, messages_before, size.recipients)
-    result["answers_updated"] = sum(text.startswith("Updated") for text in sink.texts(name))
+    answers = sink.texts(name)
+    result["answers_updated"] = sum(text.startswith("Updated") for text in answers)
+    result["answers_other"] = [text[:300] for text in answers if not text.startswith("Updated")][:5]
     return result
 
 
@@ -565,6 +567,9 @@ async def main(argv: Sequence[str]) -> int:
             f"every command answered {r['alone']['all_answered_after_s']} s / {during['all_answered_after_s']} s "
             f"after the last ack; server log errors: {r['server_log_errors']}"
         )
+        for run in (r["alone"], r["with_fanout"]):
+            for text in run["answers_other"]:
+                print(f"{backend}: an answer that is not an update: {text!r}")
     path = write_result(
         "ack-quick" if args.quick else "ack",
         {

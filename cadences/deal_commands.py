@@ -48,7 +48,10 @@ async def deal_command(ctx: Context, args: str) -> CommandResult:
         outcome = await confirm_deal(ctx, deal.id)
         return await _result(ctx, outcome, "deal.confirm", f"Thanks — {deal.name} marked as still accurate.")
     kind = command.verb if command.verb in ("won", "lost") else "update"
-    outcome = await update_deal(ctx, deal.id, command.fields, expected_version=deal.version, kind=kind)
+    # No expected version: a typed change was not made against values the person saw, so it applies to the
+    # deal as it is when written (the write locks the row). Two reps' commands for one deal a moment apart
+    # both apply, in order, instead of the second being told it edited a stale form.
+    outcome = await update_deal(ctx, deal.id, command.fields, kind=kind)
     return await _result(ctx, outcome, f"deal.{outcome.kind}", change_intro(deal.name, outcome))
 
 

@@ -338,8 +338,8 @@ async def update_deal(
 ) -> Outcome:
     """Apply typed field changes to a deal as `ctx.actor`. `kind` is update, won or lost.
 
-    `expected_version` is the version the person saw (a modal or card carries it; a text command uses the
-    version at the moment it is handled). A mismatch raises `Conflict` carrying the current deal.
+    `expected_version` is the version the person saw (a modal or card carries it); a mismatch raises
+    `Conflict` carrying the current deal. A typed command passes none: it applies to the deal as it is.
     """
     try:
         async with ctx.db.write() as session:

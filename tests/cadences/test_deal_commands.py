@@ -187,6 +187,22 @@ async def test_a_stale_edit_loses_and_sees_the_new_values(world: Any) -> None:
     assert await snapshot(world) == before
 
 
+async def test_concurrent_typed_updates_of_one_deal_all_apply_in_turn(world: Any) -> None:
+    """A typed command carries no version the person saw, so commands that arrive together are applied one
+    after another (none is told it edited a stale form), and each leaves its history row."""
+    await world.say("jordan", NEW_GLOBEX)
+    ctx = await world.ctx("jordan")
+    router = world.router
+    answers = await asyncio.gather(
+        *(router.run(ctx, "deal", f"Globex amount={i + 1}k", raw=f"/deal Globex amount={i + 1}k") for i in range(8))
+    )
+    texts = [message.text for messages in answers for message in messages]
+    assert not [t for t in texts if "someone else" in t] and sum(t.startswith("Updated") for t in texts) == 8
+    async with world.db.session() as session:
+        updates = (await session.execute(select(func.count()).where(DealHistory.kind == "update"))).scalar_one()
+    assert updates == 8
+
+
 async def test_concurrent_edits_of_one_version_one_wins_the_rest_conflict(world: Any) -> None:
     await world.say("jordan", NEW_GLOBEX)
     seen = await deal(world, "Globex Corp")
