@@ -52,9 +52,11 @@ JSONDict = dict[str, Any]
 
 _BACKSLASHED = frozenset("\\`*_[]()#~")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_BLOCK_MARKER = re.compile(r"[-+](?=[ \t]|$)|-(?=-)|=+[ \t]*$")
-"""A bullet (`- `, `+ `), a rule or setext underline (`--`, `===`) opening a line."""
-_ORDERED_MARKER = re.compile(r"\d{1,9}[.)](?=[ \t]|$)")
+_BLOCK_MARKER = re.compile(r"[-+](?=\s|$)|-(?=-)|=+\s*$")
+"""A bullet (`- `, `+ `), a rule or setext underline (`--`, `===`) opening a line. Any whitespace counts
+(a no-break space too): CommonMark would not read `=\u00a0` as an underline, but a renderer that does
+costs a heading, and an escaped `=` costs nothing."""
+_ORDERED_MARKER = re.compile(r"\d{1,9}[.)](?=\s|$)")
 _STYLES = {"primary": "positive", "danger": "destructive"}
 
 

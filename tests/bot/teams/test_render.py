@@ -300,6 +300,8 @@ def test_an_image_too_large_for_a_card_follows_as_an_image_attachment() -> None:
         ("    code?", "code?"),
         ("`tick` ~strike~ back\\slash", r"\`tick\` \~strike\~ back\\slash"),
         ("Q4 - 2026 costs $5-10k", "Q4 - 2026 costs $5-10k"),  # a dash inside a line is no list
+        ("=\u00a0", "\\=\u00a0"),  # a no-break space after a marker is whitespace too (hypothesis found it)
+        ("-\u00a0x", "\\-\u00a0x"),
     ],
 )
 def test_user_text_is_escaped(text: str, shown: str) -> None:
