@@ -3,14 +3,16 @@
 SQLite gets WAL (readers never block the writer), a busy timeout (a second writer waits instead of
 failing) and foreign keys on, set on every new connection because SQLite forgets pragmas per connection.
 
-U+0000 is taken out of every string the database is sent, on both databases alike: PostgreSQL can store
-it in neither text nor jsonb (it raises), and it reaches us in what people type (`%00` in a form,
-`\u0000` in JSON). No one means to type it, so dropping it here keeps the rest of what they wrote.
+Every string the database is sent is made storable first, on both databases alike: U+0000 is taken out
+(PostgreSQL can store it in neither text nor jsonb) and a lone surrogate (`\ud9f6` in a malformed JSON
+payload: not a character, and not encodable as UTF-8 for either driver) becomes U+FFFD. Both reach us
+only in malformed or hostile input, so mending them here keeps the rest of what was sent.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -46,25 +48,32 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def without_nul(value: Any) -> Any:
-    """`value` with U+0000 taken out of every string in it (in lists, tuples and dicts too)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A surrogate code point alone in a str (a valid pair is always one astral character in Python)."""
+
+
+def storable(value: Any) -> Any:
+    """`value` with every string in it (in lists, tuples and dicts too) made storable: U+0000 taken out, a
+    lone surrogate replaced by U+FFFD."""
     if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
+        if value.isascii():
+            return value.replace("\x00", "") if "\x00" in value else value
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
     if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(without_nul(v) for v in value)
+        return type(value)(storable(v) for v in value)
     return value
 
 
-def _json_without_nul(value: Any) -> str:
-    return json.dumps(without_nul(value))
+def _storable_json(value: Any) -> str:
+    return json.dumps(storable(value))
 
 
-def _parameters_without_nul(
+def _storable_parameters(
     conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> tuple[str, Any]:
-    return statement, without_nul(parameters)
+    return statement, storable(parameters)
 
 
 def alembic_config(url: str) -> Config:
@@ -89,8 +98,8 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(url, json_serializer=_json_without_nul, **kwargs)
-        event.listen(self.engine.sync_engine, "before_cursor_execute", _parameters_without_nul, retval=True)
+        self.engine: AsyncEngine = create_async_engine(url, json_serializer=_storable_json, **kwargs)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _storable_parameters, retval=True)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
